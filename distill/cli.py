@@ -1,0 +1,328 @@
+"""`distill` command line: the whole flow, each stage alone, inference, registry and serving.
+
+Environment is set up before Prefect/litellm are imported: Prefect's home lives in the
+project-local data directory, and nothing tries the internet (telemetry, price-map fetch, hubs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from distill.base import DistillError
+
+OFFLINE_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # The in-process server needs ~7-14 s to start here; 20 s (Prefect's default) is too tight on
+    # a busy 2-core machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+
+def setup_env(data_dir: str | Path) -> Path:
+    data = Path(data_dir).expanduser().resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("PREFECT_HOME", str(data / "prefect"))
+    return data
+
+
+def _config(args):
+    from distill.config import load_config
+
+    cfg = load_config(args.config, getattr(args, "set", None) or [])
+    setup_env(cfg.data_dir)
+    return cfg
+
+
+def _stage_run_dir(args, cfg, create: bool = False):
+    from distill.rundir import RunDir
+
+    if getattr(args, "run", None):
+        rd = RunDir(args.run)
+        if not rd.manifest_path.is_file():
+            raise DistillError(f"--run {args.run}: not a run directory (no manifest.json)")
+        return rd
+    if create:
+        return RunDir.create(cfg.runs_path, cfg.name)
+    runs = sorted(cfg.runs_path.glob(f"{cfg.name}-*"), key=lambda p: p.stat().st_mtime) if cfg.runs_path.is_dir() else []
+    if not runs:
+        raise DistillError(f"no run directory for {cfg.name!r} under {cfg.runs_path}: pass --run DIR or run `distill ingest` first")
+    return RunDir(runs[-1])
+
+
+# -- verbs ------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    cfg = _config(args)
+    from flows.distill_flow import distill_flow
+    from flows.tasks import task_runner
+
+    outcome = distill_flow.with_options(task_runner=task_runner(cfg))(config=str(Path(args.config).resolve()), overrides=args.set or [], force=args.force)
+    print(json.dumps(outcome, default=str))
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    cfg = _config(args)
+    from ingest.pipeline import run_ingest
+
+    rd = _stage_run_dir(args, cfg, create=True)
+    counts = run_ingest(cfg.ingest, rd)
+    print(f"run directory: {rd.path}\n{json.dumps(counts, indent=2, default=str)}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    cfg = _config(args)
+    from flows.distill_flow import teacher_endpoint
+    from flows.tasks import ledger_path
+    from teacher.replay import run_replay
+
+    rd = _stage_run_dir(args, cfg)
+    with teacher_endpoint(cfg):
+        counts = run_replay(cfg.teacher, rd, ledger_path=ledger_path(cfg))
+    print(f"run directory: {rd.path}\n{json.dumps(counts, indent=2, default=str)}")
+    return 0
+
+
+def cmd_filter(args) -> int:
+    cfg = _config(args)
+    from flows.tasks import ledger_path
+    from teacher.data_report import check_sufficiency, data_report_markdown
+    from teacher.filters import run_filters
+
+    rd = _stage_run_dir(args, cfg)
+    counts = run_filters(cfg.filter, rd, teacher=cfg.teacher, ledger_path=ledger_path(cfg))
+    report = json.loads((rd.path / "filter" / "data_report.json").read_text())
+    print(data_report_markdown(report))
+    for warning in check_sufficiency(report, force=args.force):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"run directory: {rd.path}\n{json.dumps(counts, indent=2, default=str)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    cfg = _config(args)
+    from student.train import run_train
+
+    rd = _stage_run_dir(args, cfg)
+    figures = run_train(cfg.student, rd)
+    print(f"run directory: {rd.path}\n{json.dumps(figures, indent=2, default=str)}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    cfg = _config(args)
+    from eval.baseline import choose_baseline
+    from eval.evaluate import evaluate_run
+    from eval.gate import decide
+    from eval.report import summary_markdown
+
+    rd = _stage_run_dir(args, cfg)
+    kind = rd.stage("train").get("figures", {}).get("kind")
+    report = evaluate_run(cfg.eval, rd, cfg.teacher, baseline_predict=choose_baseline(cfg.eval, rd, kind, cfg.student.base_model))
+    print(summary_markdown(rd.manifest(), report, decide(cfg.gate, report)))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from distill.base import write_jsonl
+    from distill.registry import Registry
+    from student import load_student
+
+    data = setup_env(args.data_dir)
+    model_path = Registry(Path(args.registry) if args.registry else data / "registry").resolve(args.model, args.name)
+    requests = _read_requests(Path(args.input))
+    student = load_student(model_path)
+    student.predict([requests[0]])  # warm-up, so the first latency is not a load-time outlier
+    rows = []
+    for messages in requests:
+        t0 = time.perf_counter()
+        text = student.predict([messages])[0]
+        rows.append({"response": text, "latency_ms": round((time.perf_counter() - t0) * 1000, 3)})
+    write_jsonl(args.output, rows)
+    print(f"{len(rows)} responses from {model_path} -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _read_requests(path: Path) -> list[list[dict]]:
+    if not path.is_file():
+        raise DistillError(f"--input {path}: file not found")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                msgs = json.loads(line)["messages"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DistillError(f"{path}:{i}: expected a JSON object with 'messages' ({type(e).__name__}: {e})") from None
+            if not isinstance(msgs, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
+                raise DistillError(f"{path}:{i}: 'messages' must be a list of {{role, content}} objects")
+            out.append(msgs)
+    if not out:
+        raise DistillError(f"--input {path}: no requests in file")
+    return out
+
+
+def cmd_registry(args) -> int:
+    from distill.registry import Registry
+
+    data = setup_env(args.data_dir)
+    reg = Registry(Path(args.registry) if args.registry else data / "registry")
+    if args.action == "list":
+        for name in reg.models():
+            aliases = reg.aliases(name)
+            for v in reg.versions(name):
+                tags = ",".join(a for a, ver in aliases.items() if ver == v)
+                meta = reg.meta(name, v)
+                print(f"{name}\t{v}\t{tags or '-'}\t{meta.get('registered')}\trun={meta.get('run_id')}\tapprover={meta.get('approver')}")
+        return 0
+    name = reg.default_name(args.name)
+    if args.action == "show":
+        version = reg.aliases(name).get(args.version, args.version) if args.version else reg.aliases(name).get("production")
+        if not version:
+            raise DistillError(f"model {name!r} has no production version; name one")
+        print(json.dumps({"meta": reg.meta(name, version), "aliases": reg.aliases(name), "path": str(reg.model_dir(name, version))}, indent=2, default=str))
+    elif args.action == "promote":
+        print(json.dumps(reg.promote(name, args.version, approver=args.approver, alias=args.alias, comment=args.comment or "manual promote")))
+    elif args.action == "rollback":
+        print(json.dumps(reg.rollback(name, approver=args.approver, alias=args.alias)))
+    return 0
+
+
+def cmd_teacher_serve(args) -> int:
+    cfg = _config(args)
+    from teacher.server import ReferenceTeacher
+
+    ref = cfg.teacher.reference_server
+    if args.port is not None:
+        ref.port = args.port
+    ReferenceTeacher(ref).serve_forever()
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from distill.registry import Registry
+    from student.serve import serve
+
+    data = setup_env(args.data_dir)
+    model_path = Registry(Path(args.registry) if args.registry else data / "registry").resolve(args.model, args.name)
+    serve(model_path, host=args.host, port=args.port, api_key=os.environ.get("DISTILL_SERVE_API_KEY"))
+    return 0
+
+
+def cmd_approve(args) -> int:
+    setup_env(args.data_dir)
+    from flows.approval import submit_approval
+
+    submit_approval(args.flow_run_id, approver=args.approver, approved=not args.reject, comment=args.comment or "")
+    print(f"{'rejected' if args.reject else 'approved'} flow run {args.flow_run_id} as {args.approver}")
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    cfg = _config(args)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise DistillError("distill deploy needs a running Prefect server: start one (`prefect server start`) and set PREFECT_API_URL (see README)")
+    from flows.deploy import deploy
+
+    ids = deploy(args.config, pool=args.pool, cron=args.cron, timezone=args.timezone)
+    print(json.dumps({"work_pool": args.pool, "deployments": ids, "config": str(Path(args.config).resolve()), "data_dir": str(cfg.data_path)}, indent=2))
+    print(f"start a worker:   prefect worker start --pool {args.pool}\n"
+          f"trigger a run:    prefect deployment run 'distill/manual' --param config={Path(args.config).resolve()}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def with_config(sp, run_dir=False):
+        sp.add_argument("--config", required=True, help="YAML config (see README: configuration reference)")
+        sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+        if run_dir:
+            sp.add_argument("--run", help="run directory to work in (default: the newest run of this config's name)")
+        return sp
+
+    def with_data(sp):
+        sp.add_argument("--data-dir", default=os.environ.get("DISTILL_DATA_DIR", ".distill"), help="project data directory (default .distill)")
+        sp.add_argument("--registry", help="registry directory (default <data-dir>/registry)")
+        sp.add_argument("--name", help="registered model name (needed only when the registry holds several)")
+        return sp
+
+    sp = with_config(sub.add_parser("run", help="run the whole flow: ingest -> ... -> promote"))
+    sp.add_argument("--force", action="store_true", help="train even when the data report says there is too little data")
+    sp.set_defaults(fn=cmd_run)
+    sp = with_config(sub.add_parser("ingest", help="ingest logs into a new run directory"), run_dir=True)
+    sp.set_defaults(fn=cmd_ingest)
+    with_config(sub.add_parser("replay", help="replay a run's prompts through the teacher"), run_dir=True).set_defaults(fn=cmd_replay)
+    sp = with_config(sub.add_parser("filter", help="filter a run's teacher outputs and print the data report"), run_dir=True)
+    sp.add_argument("--force", action="store_true", help="do not stop on too little data")
+    sp.set_defaults(fn=cmd_filter)
+    with_config(sub.add_parser("train", help="train the student of a run"), run_dir=True).set_defaults(fn=cmd_train)
+    with_config(sub.add_parser("evaluate", help="evaluate a run's student against its teacher"), run_dir=True).set_defaults(fn=cmd_evaluate)
+
+    sp = with_data(sub.add_parser("predict", help="student inference over a JSONL of {messages}"))
+    sp.add_argument("--model", required=True, help="alias (production, candidate), version (v0001), or a path")
+    sp.add_argument("--input", required=True, help="JSONL, one {\"messages\": [...]} per line")
+    sp.add_argument("--output", required=True, help="JSONL written in input order: {response, latency_ms}")
+    sp.set_defaults(fn=cmd_predict)
+
+    sp = with_data(sub.add_parser("registry", help="list/show/promote/rollback registered students"))
+    sp.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    sp.add_argument("version", nargs="?", help="version or alias (show, promote)")
+    sp.add_argument("--alias", default="production")
+    sp.add_argument("--approver", default=os.environ.get("USER", "cli"))
+    sp.add_argument("--comment")
+    sp.set_defaults(fn=cmd_registry)
+
+    t = sub.add_parser("teacher", help="the embedded reference teacher").add_subparsers(dest="teacher_verb", required=True)
+    sp = with_config(t.add_parser("serve", help="serve the reference teacher (offline demos/tests) until Ctrl-C"))
+    sp.add_argument("--port", type=int)
+    sp.set_defaults(fn=cmd_teacher_serve)
+
+    sp = with_data(sub.add_parser("serve", help="serve a student over an OpenAI-compatible API"))
+    sp.add_argument("--model", default="production")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.set_defaults(fn=cmd_serve)
+
+    sp = with_config(sub.add_parser("deploy", help="register the nightly and manual deployments on the Prefect server at PREFECT_API_URL"))
+    sp.add_argument("--pool", default="distill-process", help="process work pool (created if missing)")
+    sp.add_argument("--cron", default="0 2 * * *", help="nightly schedule (cron)")
+    sp.add_argument("--timezone", default="UTC")
+    sp.set_defaults(fn=cmd_deploy)
+
+    sp = with_data(sub.add_parser("approve", help="approve or reject a flow run waiting for approval"))
+    sp.add_argument("flow_run_id")
+    sp.add_argument("--approver", required=True)
+    sp.add_argument("--reject", action="store_true")
+    sp.add_argument("--comment")
+    sp.set_defaults(fn=cmd_approve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except DistillError as e:
+        print(f"distill: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Serving hand-off: what an application needs to start using a promoted student.
+
+On promotion we write, next to the version in the registry:
+  - litellm_router.yaml: the application's model alias routed to the student (served by
+    `distill serve` or vLLM, OpenAI-compatible) with the teacher as fallback, so a student outage
+    or error degrades to the old behaviour instead of failing;
+  - serve.sh: how to serve it (`distill serve` always; a vLLM command for causal-LM students,
+    with the LoRA adapter or the merged weights).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import yaml
+
+
+def write_handoff(version_dir: Path, *, app_model_alias: str, teacher_model: str, teacher_api_base: str | None,
+                  student_api_base: str = "http://127.0.0.1:8000/v1", registry_name: str, version: str) -> dict[str, str]:
+    model_dir = version_dir / "model"
+    meta = json.loads((model_dir / "student.json").read_text()) if (model_dir / "student.json").is_file() else {}
+    kind = meta.get("kind", "unknown")
+    student_entry = {
+        "model_name": app_model_alias,
+        "litellm_params": {"model": f"openai/{registry_name}-{version}", "api_base": student_api_base,
+                           "api_key": "os.environ/DISTILL_SERVE_API_KEY"},
+    }
+    teacher_params = {"model": teacher_model, "api_key": "os.environ/TEACHER_API_KEY"}
+    if teacher_api_base and not teacher_api_base.startswith("http://127.0.0.1"):
+        teacher_params["api_base"] = teacher_api_base
+    router = {
+        "model_list": [student_entry, {"model_name": f"{app_model_alias}-teacher", "litellm_params": teacher_params}],
+        "router_settings": {"fallbacks": [{app_model_alias: [f"{app_model_alias}-teacher"]}], "num_retries": 1},
+    }
+    router_path = version_dir / "litellm_router.yaml"
+    router_path.write_text("# Generated on promotion: the app's alias -> the student, teacher as fallback.\n"
+                           + yaml.safe_dump(router, sort_keys=False))
+    lines = ["#!/usr/bin/env bash", "# Generated on promotion. Serve this student over an OpenAI-compatible API:",
+             f"distill serve --model {shlex.quote(str(model_dir))} --port 8000"]
+    if kind == "causal_lm":
+        base = meta.get("base_model", "<base model>")
+        adapter = model_dir / "adapter"
+        merged = model_dir / "merged"
+        lines += ["", "# or with vLLM (GPU), LoRA adapter on the base model:",
+                  f"# vllm serve {shlex.quote(str(base))} --enable-lora --lora-modules {registry_name}-{version}={shlex.quote(str(adapter))}",
+                  "# or the merged weights:",
+                  f"# vllm serve {shlex.quote(str(merged))} --served-model-name {registry_name}-{version}"]
+    serve_path = version_dir / "serve.sh"
+    serve_path.write_text("\n".join(lines) + "\n")
+    return {"litellm_router": str(router_path), "serve_script": str(serve_path)}

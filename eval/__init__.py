@@ -1,0 +1,1 @@
+"""Eval: student vs teacher on the holdout (parity, latency, cost) and the promotion gate."""

@@ -1,0 +1,275 @@
+"""The eval stage: student vs teacher on the holdout (parity, latency, cost), rerunnable alone.
+
+Reads  <run>/filter/kept.jsonl (holdout teacher answers), <run>/replay/responses.jsonl (what was
+excluded and what the teacher cost), <run>/ingest/holdout.jsonl (gold labels / recorded
+responses, optional), <run>/train/model/student.json and the train stage's wall_s (optional).
+Writes <run>/eval/predictions.jsonl, report.json, report.md and PNG plots.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from distill.base import DistillError, read_jsonl, write_json, write_jsonl
+from distill.rundir import RunDir
+from eval.calls import Endpoint, complete_many
+from eval.config import EvalConfig
+from eval.cost import break_even, student_cost_per_1k, teacher_cost_per_1k, token_cost, training_cost
+from eval.latency import best_throughput, measure_endpoint
+from eval.metrics import gold_reference
+from eval.parity import parity_metrics
+from teacher.config import TeacherConfig
+
+
+def _run(coro):
+    """asyncio.run, also from code that already has a running loop (Prefect async tasks, notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+def _read(path: Path, required: bool) -> list[dict] | None:
+    if not path.is_file():
+        if required:
+            raise DistillError(f"eval needs {path} (run the earlier stages first)")
+        return None
+    return list(read_jsonl(path))
+
+
+def load_holdout(rd: RunDir) -> dict[str, Any]:
+    """Holdout items with teacher answers, plus counts of holdout prompts excluded upstream."""
+    kept = _read(rd.path / "filter" / "kept.jsonl", required=True)
+    items = [r for r in kept if r.get("split") == "holdout" and r.get("response") is not None]
+    replay = _read(rd.path / "replay" / "responses.jsonl", required=False)
+    ingest = _read(rd.path / "ingest" / "holdout.jsonl", required=False)
+    kept_ids = {r["id"] for r in items}
+    counts: dict[str, Any] = {"evaluated": len(items)}
+    if replay is not None:
+        hold = [r for r in replay if r.get("split") == "holdout"]
+        counts["excluded_teacher_failed"] = sum(1 for r in hold if r.get("status") != "ok")
+        counts["excluded_filtered"] = sum(1 for r in hold if r.get("status") == "ok" and r["id"] not in kept_ids)
+        counts["holdout_total"] = len(hold)
+    else:
+        counts.update(excluded_teacher_failed=None, excluded_filtered=None, holdout_total=None)
+    if ingest is not None and counts["holdout_total"] is None:
+        counts["holdout_total"] = len(ingest)
+    return {"items": items, "replay": replay or [], "ingest": {r["id"]: r for r in (ingest or [])}, "counts": counts}
+
+
+def _student_kind(rd: RunDir) -> str | None:
+    meta = rd.path / "train" / "model" / "student.json"
+    try:
+        return json.loads(meta.read_text()).get("kind")
+    except (OSError, ValueError):
+        return None
+
+
+def _secret(s) -> str | None:
+    return s.get_secret_value() if s is not None else None
+
+
+def _latency_metrics(prefix: str, m: dict | None, metrics: dict, missing: dict, why: str) -> None:
+    keys = [f"{k}_{p}_ms" for k in ("latency", "ttft") for p in ("p50", "p95", "p99")] + ["throughput_rps"]
+    if m is None or not m["levels"]["c1"]["latency_ms"]["p50"]:
+        for k in keys:
+            metrics[prefix + k] = None
+            missing[prefix + k] = why if m is None else f"all timing requests failed: {m['levels']['c1']['first_error']}"
+        return
+    c1 = m["levels"]["c1"]
+    for p in ("p50", "p95", "p99"):
+        metrics[f"{prefix}latency_{p}_ms"] = c1["latency_ms"][p]
+        metrics[f"{prefix}ttft_{p}_ms"] = c1["ttft_ms"][p]
+        if c1["ttft_ms"][p] is None:
+            missing[f"{prefix}ttft_{p}_ms"] = m.get("note") or "not streamed"
+    for name, lv in m["levels"].items():
+        if name != "c1":
+            metrics[f"{prefix}latency_p95_ms_at_{name}"] = lv["latency_ms"]["p95"]
+            metrics[f"{prefix}ttft_p95_ms_at_{name}"] = lv["ttft_ms"]["p95"]
+    metrics[prefix + "throughput_rps"] = best_throughput(m)
+
+
+def run_eval(
+    cfg: EvalConfig,
+    rd: RunDir,
+    teacher: TeacherConfig,
+    student_base_url: str,
+    student_model: str = "student",
+    baseline_predict: Callable[[list[dict]], str] | None = None,
+    baseline_few_shot: bool | None = None,
+) -> dict:
+    """Evaluate the served student against the teacher; write report files; return the report.
+
+    baseline_predict: optional predict(messages)->text of the student's *base* model (e.g.
+    student.causal_lm.prompted_baseline_predictor(...)); when given, the prompted baseline is
+    scored too (eval.baseline). baseline_few_shot: True = prepend cfg.baseline_k teacher examples
+    here, False = the callable adds its own, None = auto (callables with a `.shots` attribute
+    add their own).
+    """
+    t0 = time.time()
+    out_dir = rd.stage_dir("eval")
+    data = load_holdout(rd)
+    items, counts = data["items"], data["counts"]
+    if not items:
+        raise DistillError(
+            f"no holdout items to evaluate in {rd.path / 'filter' / 'kept.jsonl'} "
+            f"(teacher failed: {counts['excluded_teacher_failed']}, filtered: {counts['excluded_filtered']})")
+    notes: list[str] = []
+    student_ep = Endpoint(f"openai/{student_model}", student_base_url, _secret(cfg.student_api_key),
+                          teacher.temperature, teacher.max_tokens, cfg.timeout_s)
+    teacher_ep = Endpoint(teacher.model, teacher.api_base, _secret(teacher.api_key),
+                          teacher.temperature, teacher.max_tokens, cfg.timeout_s)
+    predict_ep = dataclasses.replace(student_ep, num_retries=2)  # answers may retry; timing calls must not
+    conversations = [r["messages"] for r in items]
+    teacher_out = [r["response"] for r in items]
+
+    # 1. Student answers through the same OpenAI-compatible path as the teacher.
+    results = _run(complete_many(predict_ep, conversations, cfg.prediction_concurrency))
+    student_out = [r[0] for r in results]
+    errors = [r[2] for r in results if r[2]]
+    counts["student_errors"] = len(errors)
+    if errors:
+        notes.append(f"{len(errors)} student requests failed (counted as disagreement); first: {errors[0]}")
+    if len(errors) == len(items):
+        raise DistillError(f"every student request to {student_base_url} failed; first error: {errors[0]}")
+    write_jsonl(out_dir / "predictions.jsonl", (
+        {"id": r["id"], "messages": r["messages"], "teacher": r["response"], "student": s, **({"error": e} if e else {})}
+        for r, (s, _, e) in zip(items, results)))
+
+    # 2. Parity metrics with bootstrap intervals.
+    gold = [gold_reference(data["ingest"][r["id"]], cfg.gold_metadata_keys) if r["id"] in data["ingest"] else None for r in items]
+    kind = _student_kind(rd)
+    par = parity_metrics(student_out, teacher_out, gold if any(g is not None for g in gold) else None,
+                         max_classes=cfg.max_label_classes, student_kind=kind,
+                         samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
+    metrics, intervals, missing, details = par["metrics"], par["intervals"], par["missing"], par["details"]
+    counts["gold_items"] = details.get("gold_items", 0)
+
+    # 3. Latency: same prompts, same call path, warm-up excluded, concurrency 1 and N.
+    lat = {}
+    for who, ep in (("student", student_ep), ("teacher", teacher_ep)):
+        if who == "teacher" and not cfg.time_teacher:
+            lat[who] = None
+            continue
+        lat[who] = _run(measure_endpoint(ep, conversations, cfg.latency_requests, cfg.warmup_requests,
+                                         cfg.latency_concurrency, cfg.stream))
+        if lat[who].get("note"):
+            notes.append(f"{who}: {lat[who]['note']}")
+    _latency_metrics("", lat["student"], metrics, missing, "student not timed")
+    _latency_metrics("teacher_", lat["teacher"], metrics, missing, "teacher timing disabled (eval.time_teacher=false)")
+    details["latency"] = lat
+
+    # 4. Cost.
+    tc = teacher_cost_per_1k(data["replay"], teacher.model, teacher.input_cost_per_token, teacher.output_cost_per_token)
+    sc = student_cost_per_1k(cfg.student_usd_per_hour, metrics.get("throughput_rps"))
+    train_wall = rd.stage("train").get("wall_s")
+    train_usd = training_cost(train_wall, cfg.training_usd_per_hour if cfg.training_usd_per_hour is not None else cfg.student_usd_per_hour)
+    be = break_even(tc["usd"], sc, train_usd, cfg.monthly_requests)
+    metrics.update({
+        "teacher_cost_per_1k_usd": tc["usd"], "cost_per_1k_usd": sc,
+        "cost_ratio": (sc / tc["usd"]) if (sc is not None and tc["usd"]) else None,
+        "training_cost_usd": train_usd, "cost_per_1k_with_training_usd": be["student_per_1k_with_training"],
+        "break_even_requests": be["break_even_requests"], "payback_months": be["payback_months"],
+    })
+    if tc["usd"] is None:
+        missing["teacher_cost_per_1k_usd"] = tc["source"]
+    if metrics["cost_ratio"] is None:
+        missing["cost_ratio"] = (tc["source"] if tc["usd"] is None else "teacher cost is 0" if tc["usd"] == 0
+                                 else "student throughput not measured")
+    if train_usd is None:
+        missing["training_cost_usd"] = "no train stage wall_s in the manifest"
+    timing_cost = None
+    if lat["teacher"]:
+        timing_cost = token_cost(teacher.model, lat["teacher"]["prompt_tokens"], lat["teacher"]["completion_tokens"],
+                                 teacher.input_cost_per_token, teacher.output_cost_per_token)
+    metrics["teacher_timing_cost_usd"] = timing_cost
+    details["cost"] = {"teacher": tc, "break_even": be, "student_usd_per_hour": cfg.student_usd_per_hour,
+                       "train_wall_s": train_wall,
+                       "assumption": "student priced at full utilisation of one replica at the best measured throughput"}
+
+    report: dict[str, Any] = {
+        "run_id": rd.run_id,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "student": {"model": student_model, "base_url": student_base_url, "kind": kind},
+        "teacher": {"model": teacher.model, "api_base": teacher.api_base},
+        "counts": counts, "task_kind": details.get("task_kind"),
+        "metrics": metrics, "intervals": intervals, "missing": missing, "details": details,
+        "confidence": cfg.confidence, "notes": notes,
+        "prompted_baseline": None, "judge": None,
+        "config": cfg.model_dump(mode="json"),
+    }
+
+    # 5. Optional: pairwise judge, prompted baseline.
+    if cfg.judge.enabled:
+        from eval.judge import judge_report
+
+        judge_report(cfg, report, conversations, teacher_out, student_out)
+    from eval.baseline import attach_baseline, no_baseline
+
+    if baseline_predict is not None:
+        attach_baseline(cfg, rd, report, baseline_predict, few_shot=baseline_few_shot)
+    else:
+        report["prompted_baseline"] = no_baseline()
+        for key in ("prompted_baseline_agreement", "agreement_vs_prompted_baseline_diff"):
+            missing[key] = "no prompted baseline was run"
+
+    write_report(cfg, rd, report)
+    rd.record_stage(
+        "eval", counts=counts,
+        figures={k: metrics.get(k) for k in ("agreement", "latency_p95_ms", "teacher_latency_p95_ms", "cost_per_1k_usd",
+                                             "teacher_cost_per_1k_usd", "cost_ratio")},
+        inputs=[rd.path / "filter" / "kept.jsonl", rd.path / "replay" / "responses.jsonl"],
+        outputs=[out_dir / "report.json", out_dir / "predictions.jsonl"], config=cfg, started=t0)
+    return report
+
+
+def write_report(cfg: EvalConfig, rd: RunDir, report: dict) -> None:
+    """report.json, report.md and plots (plots are best effort: a plotting error is noted, not fatal)."""
+    from eval.report import report_markdown
+
+    out_dir = rd.stage_dir("eval")
+    missing = report.setdefault("missing", {})
+    for k, v in report.get("metrics", {}).items():
+        if v is None:
+            missing.setdefault(k, "not measured in this run")  # a blank cell would read as zero
+    if cfg.plots:
+        try:
+            from eval.plots import write_plots
+
+            report["plots"] = [str(p.relative_to(rd.path)) for p in write_plots(report, out_dir)]
+        except Exception as e:  # noqa: BLE001
+            report["notes"].append(f"plots failed: {type(e).__name__}: {e}")
+    write_json(out_dir / "report.json", report)
+    (out_dir / "report.md").write_text(report_markdown(report))
+
+
+def evaluate_run(cfg: EvalConfig, rd: RunDir, teacher: TeacherConfig,
+                 baseline_predict: Callable[[list[dict]], str] | None = None) -> dict:
+    """Rerun the eval stage alone from a run directory (`distill evaluate --run <dir>`): serves
+    <run>/train/model with student.serve.StudentServer, starts the embedded reference teacher when
+    it is enabled and no teacher.api_base is set, then calls run_eval."""
+    from contextlib import ExitStack
+
+    from student.serve import StudentServer
+
+    model_dir = rd.path / "train" / "model"
+    if not (model_dir / "student.json").is_file():
+        raise DistillError(f"no saved student at {model_dir} (run the train stage first)")
+    with ExitStack() as stack:
+        if teacher.api_base is None and teacher.reference_server.enabled:
+            from teacher.server import ReferenceTeacher
+
+            url = stack.enter_context(ReferenceTeacher(teacher.reference_server))
+            teacher = teacher.model_copy(update={"api_base": url})
+        api_key = _secret(cfg.student_api_key)
+        student_url = stack.enter_context(StudentServer(model_dir, api_key=api_key, model_name="student"))
+        return run_eval(cfg, rd, teacher, student_url, "student", baseline_predict=baseline_predict)

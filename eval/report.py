@@ -1,0 +1,152 @@
+"""Human-readable output: report.md, the one-screen run summary, and table rows for Prefect.
+
+Plain strings and lists of dicts only: the lead turns them into Prefect artifacts, the CLI prints
+them. Every "not measured" is said in words, never left as a blank cell.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+PCT = {"agreement", "json_valid_rate", "teacher_json_valid_rate", "field_accuracy", "label_accuracy", "macro_f1",
+       "format_compliance", "gold_agreement", "teacher_gold_agreement", "prompted_baseline_agreement",
+       "agreement_vs_prompted_baseline_diff", "judge_score", "judge_win_rate", "judge_tie_rate", "judge_loss_rate"}
+
+
+def fmt_value(name: str, v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if name in PCT:
+        return f"{v * 100:.1f}%"
+    if name.endswith("_usd") or "usd" in name:
+        return f"${v:.4g}"
+    if name.endswith("_ms") or "_ms_at_" in name:
+        return f"{v:.1f} ms"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def fmt_interval(name: str, ci: list[float] | None) -> str:
+    if not ci:
+        return ""
+    return f"[{fmt_value(name, ci[0])}, {fmt_value(name, ci[1])}]"
+
+
+def metric_rows(report: dict) -> list[dict]:
+    """One row per metric: {metric, value, interval, note} (Prefect table artifact ready)."""
+    rows = []
+    for name, v in report.get("metrics", {}).items():
+        rows.append({"metric": name, "value": fmt_value(name, v), "interval": fmt_interval(name, report.get("intervals", {}).get(name)),
+                     "note": report.get("missing", {}).get(name, "") if v is None else ""})
+    return rows
+
+
+def gate_rows(decision: dict | None) -> list[dict]:
+    if not decision:
+        return []
+    return [{"check": c["name"], "value": fmt_value(c.get("metric") or "", c.get("value")),
+             "threshold": "n/a" if c.get("threshold") is None else f"{c['threshold']:.4g}",
+             "verdict": "SKIP" if c.get("skipped") else ("PASS" if c["passed"] else "FAIL"), "reason": c["reason"]}
+            for c in decision.get("checks", [])]
+
+
+def table_rows(report: dict, decision: dict | None = None) -> dict[str, list[dict]]:
+    """{"metrics": rows, "gate": rows}: lists of flat dicts for create_table_artifact."""
+    return {"metrics": metric_rows(report), "gate": gate_rows(decision)}
+
+
+def _m(report: dict, name: str) -> str:
+    v = report.get("metrics", {}).get(name)
+    s = fmt_value(name, v)
+    ci = report.get("intervals", {}).get(name)
+    return f"{s} {fmt_interval(name, ci)}".strip() if ci else s
+
+
+def _baseline_line(report: dict) -> str:
+    pb = report.get("prompted_baseline") or {"ran": False, "verdict": "No prompted baseline was run."}
+    if not pb.get("ran"):
+        return f"**Prompted baseline:** {pb['verdict']}"
+    method = pb.get("method") or f"base model, {pb['k']}-shot"
+    return (f"**Prompted baseline** ({method}, {pb['n']} items): agreement {_m(report, 'prompted_baseline_agreement')}. "
+            f"**{pb['verdict']}**")
+
+
+def _key_lines(report: dict) -> list[str]:
+    c = report.get("counts", {})
+    conf = f"{report.get('confidence', 0.95):.0%}"
+    lines = [
+        (f"- Holdout: {c.get('evaluated')} evaluated of {c.get('holdout_total', 'n/a')} "
+         f"(excluded: teacher failed {c.get('excluded_teacher_failed', 'n/a')}, filtered {c.get('excluded_filtered', 'n/a')}; "
+         f"student errors {c.get('student_errors', 0)})"),
+        f"- Agreement with teacher: {_m(report, 'agreement')} ({conf} bootstrap interval)",
+    ]
+    m = report.get("metrics", {})
+    if m.get("gold_agreement") is not None:
+        lines.append(f"- Agreement with gold/recorded answers: student {_m(report, 'gold_agreement')}, teacher {_m(report, 'teacher_gold_agreement')}")
+    lines.append(f"- Latency p50/p95/p99 (concurrency 1): student {fmt_value('x_ms', m.get('latency_p50_ms'))} / {fmt_value('x_ms', m.get('latency_p95_ms'))} / {fmt_value('x_ms', m.get('latency_p99_ms'))}; "
+                 f"teacher {fmt_value('x_ms', m.get('teacher_latency_p50_ms'))} / {fmt_value('x_ms', m.get('teacher_latency_p95_ms'))} / {fmt_value('x_ms', m.get('teacher_latency_p99_ms'))}")
+    ratio = m.get("cost_ratio")
+    lines.append(f"- Cost per 1k requests: student {fmt_value('usd', m.get('cost_per_1k_usd'))}, teacher {fmt_value('usd', m.get('teacher_cost_per_1k_usd'))} "
+                 f"(ratio {'n/a: ' + report.get('missing', {}).get('cost_ratio', '') if ratio is None else f'{ratio:.3g}'})")
+    be = report.get("details", {}).get("cost", {}).get("break_even", {})
+    if be.get("verdict"):
+        lines.append(f"- Training {fmt_value('usd', m.get('training_cost_usd'))}; break-even: {be['verdict']}")
+    j = report.get("judge")
+    if j:
+        lines.append(f"- LLM judge ({j['model']}, both orders): score {_m(report, 'judge_score')} (0.5 = parity); "
+                     f"wins {j['wins']}, ties {j['ties']}, losses {j['losses']}")
+    return lines
+
+
+def _gate_lines(decision: dict | None) -> list[str]:
+    if not decision:
+        return ["Gate: not decided yet."]
+    out = [f"**Gate: {'PASSED' if decision['passed'] else 'FAILED'}**"]
+    for c in decision["checks"]:
+        v = "SKIP" if c.get("skipped") else ("PASS" if c["passed"] else "FAIL")
+        out.append(f"- {v} {c['name']}: {c['reason']}")
+    return out
+
+
+def summary_markdown(manifest: dict, report: dict | None, decision: dict | None) -> str:
+    """One-screen run summary: per-stage counts, parity with CI, latency, cost, baseline, gate."""
+    lines = [f"## Run {manifest.get('run_id', '?')}", "", "| stage | counts | wall s |", "|---|---|---|"]
+    for stage, e in manifest.get("stages", {}).items():
+        counts = ", ".join(f"{k}={v}" for k, v in (e.get("counts") or {}).items()) or "-"
+        lines.append(f"| {stage} | {counts} | {e.get('wall_s', '-')} |")
+    lines.append("")
+    if report:
+        lines += _key_lines(report) + ["", _baseline_line(report), ""]
+    else:
+        lines += ["No eval report.", ""]
+    lines += _gate_lines(decision)
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(report: dict) -> str:
+    """<run>/eval/report.md: key lines, baseline verdict, every metric with interval or reason."""
+    lines = [f"# Evaluation report: {report.get('run_id')}", "",
+             (f"Student `{report['student']['model']}` ({report['student'].get('kind') or 'unknown kind'}) at {report['student']['base_url']} "
+              f"vs teacher `{report['teacher']['model']}`; task looks like **{report.get('task_kind')}**."), ""]
+    lines += _key_lines(report) + ["", _baseline_line(report), ""]
+    lines += ["## All metrics", "", "| metric | value | interval | note |", "|---|---|---|---|"]
+    lines += [f"| {r['metric']} | {r['value']} | {r['interval']} | {r['note']} |" for r in metric_rows(report)]
+    fa = report.get("details", {}).get("field_accuracy")
+    if fa:
+        lines += ["", "## Per-field accuracy", "", "| field | accuracy |", "|---|---|"]
+        lines += [f"| {k} | {v * 100:.1f}% |" for k, v in fa.items()]
+    pl = report.get("details", {}).get("per_label_accuracy")
+    if pl:
+        worst = sorted(pl.items(), key=lambda kv: kv[1])[:10]
+        lines += ["", "## Weakest labels (accuracy)", "", "| label | accuracy |", "|---|---|"]
+        lines += [f"| {k} | {v * 100:.1f}% |" for k, v in worst]
+    cost = report.get("details", {}).get("cost", {})
+    if cost:
+        lines += ["", "## Cost notes", "", f"- Teacher cost source: {cost.get('teacher', {}).get('source')}",
+                  f"- Student: ${cost.get('student_usd_per_hour')}/hour, {cost.get('assumption')}.",
+                  f"- Teacher timing calls made by this evaluation cost {fmt_value('usd', report['metrics'].get('teacher_timing_cost_usd'))}."]
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    if report.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{p}]({p.split('/')[-1]})" for p in report["plots"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Ingest: logged prompts -> validated, deduplicated, redacted dataset with a fixed holdout."""

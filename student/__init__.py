@@ -1,0 +1,4 @@
+"""Student: small models trained on teacher outputs (encoder classifier or causal LM, with LoRA)."""
+from student.base import Student, load_student
+
+__all__ = ["Student", "load_student"]

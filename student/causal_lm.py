@@ -1,0 +1,310 @@
+"""Causal-LM student: any HF causal LM + LoRA, trained on the teacher's answers (assistant tokens only).
+
+Contract (agreed with student/train.py and eval/):
+
+    s = CausalLMStudent.create(cfg: StudentConfig, examples: list[Example])   # base model + fresh LoRA
+    # the TrainableStudent hooks (student/base.py) so student.train.train_loop drives it:
+    s.prepare_batches / loss / eval_loss / param_groups / train_mode / trainable_state / load_trainable_state
+    figures = CausalLMStudent().fit(train: list[dict], val: list[dict], cfg: StudentConfig,
+                                    out_dir: Path, progress: bool = True) -> dict
+        # standalone training: each example {"messages": [...], "response": str} (optional "id");
+        # checkpoints under out_dir/checkpoints (resumed after a kill), the fitted model stays in `s`;
+        # figures: steps, train_tokens, tokens_per_s, examples_per_s, train_loss, val_loss, best_step,
+        #          stopped_early, resumed_from_step, prompt_tokens_saved_per_request, wall_s
+    s.save(path)                          # student.json {"kind": "causal_lm", ...} + adapter/ + merged/ (HF format)
+    s = CausalLMStudent.load(path)        # loads merged/ (plain transformers, no peft needed)
+    s.predict(batch: list[messages]) -> list[str]   # greedy, batched, stops at end-of-turn
+    kind = "causal_lm"
+
+    prompted_baseline_predictor(base_model, examples, k) -> callable(messages) -> str
+        # the untuned base model prompted with k teacher examples (few-shot), for eval's
+        # "did fine-tuning beat prompting" comparison; also has .predict_batch(list[messages]).
+
+Default base model (cfg.base_model None): the bundled SmolLM2-135M-Instruct, converted once from
+GGUF to safetensors (student/convert.py). Instruction baking (cfg.bake_system_prompt) drops the
+teacher-only system prompt from the student's input at train AND predict time.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from distill.base import stable_hash
+from student.base import STUDENT_META, Example, Messages
+from student.lm_data import (ChatFormat, bake_messages, bucketed_batches, collate, encode_all,
+                             prompt_tokens_saved, render_prompt)
+
+
+# Architectures whose logits are exactly lm_head(decoder hidden state): no soft-capping or scaling,
+# so computing the head only at labelled positions gives the same loss as the full forward.
+_PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo2"}
+
+
+def load_base(base_model: str | None, cache_dir: str | None = None):
+    """(tokenizer, float32 model) for a hub id / local dir / .gguf / None (= bundled SmolLM2)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from student.convert import loadable_base_model
+
+    path = loadable_base_model(base_model, cache_dir)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    return tok, model, path
+
+
+def _ensure_pad(tok, fmt: ChatFormat) -> None:
+    # Padding positions are masked out (attention) and unlabelled, so reusing the end-of-turn
+    # token as pad is harmless and avoids resizing the embedding matrix.
+    if tok.pad_token_id is None:
+        tok.pad_token = fmt.eot_text
+
+
+class CausalLMStudent:
+    kind = "causal_lm"
+
+    def __init__(self, model=None, tokenizer=None, meta: dict | None = None):
+        self.model, self.tok = model, tokenizer
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.fmt = ChatFormat(self.meta["eot_id"], self.meta["eot_text"]) if "eot_id" in self.meta else None
+        self._enc: dict[str, list[dict]] = {}
+        self.tokens_seen = 0  # labelled-or-not real (unpadded) tokens through loss()
+        self.examples_seen = 0
+        self.loop_eval_s = 0.0  # validation time after training started (excluded from tokens/s)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, cfg, examples: list[Example]) -> "CausalLMStudent":
+        from peft import LoraConfig, get_peft_model
+
+        tok, model, path = load_base(cfg.base_model, cfg.cache_dir)
+        fmt = ChatFormat.detect(tok)
+        _ensure_pad(tok, fmt)
+        lcfg = cfg.lora
+        model = get_peft_model(model, LoraConfig(
+            r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout, task_type="CAUSAL_LM",
+            # all-linear: the adapter can reshape MLPs too, which matters for learning a new output format
+            target_modules=lcfg.target_modules or "all-linear"))
+        sample = [e.messages for e in examples[:200]]
+        meta = {
+            "kind": cls.kind, "base_model": cfg.base_model, "base_path": path, "eot_id": fmt.eot_id, "eot_text": fmt.eot_text,
+            "bake_system_prompt": cfg.bake_system_prompt, "max_seq_length": cfg.max_seq_length,
+            "max_new_tokens": cfg.max_new_tokens, "generate_batch_size": cfg.generate_batch_size,
+            "prompt_tokens_saved_per_request": round(prompt_tokens_saved(tok, sample), 2) if cfg.bake_system_prompt else 0.0,
+        }
+        return cls(model, tok, meta)
+
+    # ------------------------------------------------------------------ TrainableStudent hooks
+    def _encoded(self, examples: list[Example]) -> list[dict]:
+        key = stable_hash([e.id for e in examples])
+        if key not in self._enc:
+            rows, stats = encode_all(self.tok, self.fmt, examples, self.meta["max_seq_length"], self.meta["bake_system_prompt"])
+            self._enc[key] = rows
+            self.meta.setdefault("encode_stats", {})[str(len(examples))] = stats
+        return self._enc[key]
+
+    def prepare_batches(self, examples: list[Example], batch_size: int, seed: int, epoch: int) -> list[dict]:
+        rows = self._encoded(examples)
+        pad = self.tok.pad_token_id
+        return [collate([rows[i] for i in b], pad) for b in bucketed_batches([len(r["input_ids"]) for r in rows], batch_size, seed, epoch)]
+
+    def loss(self, batch: dict):
+        self.tokens_seen += int(batch["attention_mask"].sum())
+        self.examples_seen += int(batch["input_ids"].shape[0])
+        total, n = self._loss_sum(batch)
+        return total / max(n, 1)
+
+    def _loss_sum(self, batch: dict):
+        """(summed CE over labelled tokens, their count). For plain decoder+lm_head models the
+        vocabulary projection runs only at labelled positions: with ~half of every row being prompt,
+        that skips about half of the largest single matmul (49k-vocab head) and its backward."""
+        import torch.nn.functional as F
+
+        labels = batch["labels"][:, 1:]
+        sel = labels != -100
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if getattr(base.config, "model_type", None) in _PLAIN_HEAD and hasattr(base, "get_decoder"):
+            h = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            logits = base.get_output_embeddings()(h[:, :-1][sel])
+        else:
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][sel]
+        return F.cross_entropy(logits.float(), labels[sel], reduction="sum"), int(sel.sum())
+
+    def eval_loss(self, examples: list[Example]) -> dict[str, float]:
+        """Token-weighted mean loss over the assistant tokens of `examples`."""
+        import torch
+
+        t0 = time.time()
+        rows = self._encoded(examples)
+        was_training = self.model.training
+        self.model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for b in bucketed_batches([len(r["input_ids"]) for r in rows], 16, 0, 0):
+                t, k = self._loss_sum(collate([rows[i] for i in b], self.tok.pad_token_id))
+                total += float(t)
+                n += k
+        self.model.train(was_training)
+        if self.tokens_seen:
+            self.loop_eval_s += time.time() - t0
+        return {"val_loss": total / max(n, 1)}
+
+    def param_groups(self, cfg) -> list[dict]:
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
+
+    def train_mode(self, on: bool) -> None:
+        self.model.train(on)
+
+    def trainable_state(self) -> dict[str, Any]:
+        return {k: v.detach().clone() for k, v in self.model.named_parameters() if v.requires_grad}
+
+    def load_trainable_state(self, sd: dict[str, Any]) -> None:
+        missing = set(sd) - {k for k, _ in self.model.named_parameters()}
+        if missing:
+            raise ValueError(f"checkpoint has parameters this model lacks: {sorted(missing)[:3]}")
+        self.model.load_state_dict(sd, strict=False)
+
+    # ------------------------------------------------------------------ standalone training
+    def fit(self, train: list[dict], val: list[dict], cfg, out_dir: str | Path, progress: bool = True) -> dict:
+        """Train with the shared loop (student/train.py); see the module docstring for figures."""
+        import os
+
+        import torch
+
+        from student.train import train_loop
+
+        t0 = time.time()
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        prev_tqdm = os.environ.get("TQDM_DISABLE")
+        if not progress:  # the shared loop's tqdm honours this
+            os.environ["TQDM_DISABLE"] = "1"
+        tr, va = _examples(train), _examples(val)
+        torch.manual_seed(cfg.seed)  # LoRA init is random: same seed -> same start -> exact resume
+        fresh = CausalLMStudent.create(cfg, tr)
+        self.__dict__.update(fresh.__dict__)
+        fingerprint = stable_hash([cfg.model_dump(mode="json"), self.kind, [e.id for e in tr], [e.id for e in va], [e.target for e in tr]])
+        try:
+            hist = train_loop(self, cfg, tr, va, Path(out_dir) / "checkpoints", fingerprint)
+        finally:
+            if prev_tqdm is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = prev_tqdm
+        tl = hist.get("train_losses") or []
+        tail = tl[-max(1, min(20, len(tl) // 5 or 1)):]
+        best = next((v for v in hist.get("val", []) if v["step"] == hist.get("best_step")), None)
+        train_s = max(1e-9, hist["loop_s"] - self.loop_eval_s)
+        return {
+            "steps": hist["step"], "total_steps": hist["total_steps"], "best_step": hist["best_step"],
+            "stopped_early": hist["stopped_early"], "resumed_from_step": hist["resumed_from_step"],
+            "train_tokens": self.tokens_seen, "tokens_per_s": round(self.tokens_seen / train_s, 1) if self.tokens_seen else None,
+            "examples_per_s": round(self.examples_seen / train_s, 3) if self.examples_seen else None,  # excl. validation
+            "train_loss": round(sum(tail) / len(tail), 5) if tail else None,
+            "first_train_loss": tl[0] if tl else None,
+            "val_loss": round(best["val_loss"], 5) if best else None,
+            "val_history": hist.get("val"),
+            "prompt_tokens_saved_per_request": self.meta.get("prompt_tokens_saved_per_request"),
+            "encode_stats": self.meta.get("encode_stats"),
+            "wall_s": round(time.time() - t0, 2),
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """adapter/ (peft, small) + merged/ (standalone HF model + tokenizer) + student.json."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            model.save_pretrained(path / "adapter")
+            model = copy.deepcopy(model).merge_and_unload()  # copy: self stays trainable/unmerged
+        model.save_pretrained(path / "merged", safe_serialization=True)
+        self.tok.save_pretrained(path / "merged")
+        meta = {k: v for k, v in self.meta.items() if k != "encode_stats"}
+        (path / STUDENT_META).write_text(json.dumps({**meta, "kind": self.kind}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CausalLMStudent":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        meta = json.loads((path / STUDENT_META).read_text())
+        tok = AutoTokenizer.from_pretrained(path / "merged")
+        model = AutoModelForCausalLM.from_pretrained(path / "merged", dtype="float32").eval()
+        s = cls(model, tok, meta)
+        _ensure_pad(tok, s.fmt)
+        return s
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, batch: list[Messages]) -> list[str]:
+        m = self.meta
+        convs = [bake_messages(msgs, m.get("bake_system_prompt", False)) for msgs in batch]
+        return generate(self.model, self.tok, self.fmt, convs, m.get("max_new_tokens", 128),
+                        m.get("max_seq_length", 256), m.get("generate_batch_size", 16))
+
+
+def generate(model, tok, fmt: ChatFormat, convs: list[Messages], max_new_tokens: int, max_prompt: int, batch_size: int) -> list[str]:
+    """Greedy, batched (left padding; conversations grouped by length), stops at end-of-turn."""
+    import torch
+
+    ids = [tok(render_prompt(tok, c), add_special_tokens=False)["input_ids"][-max_prompt:] for c in convs]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out: list[str] = [""] * len(ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else fmt.eot_id
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            n = max(len(ids[i]) for i in idx)
+            x = torch.full((len(idx), n), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), n), dtype=torch.long)
+            for j, i in enumerate(idx):
+                x[j, n - len(ids[i]):] = torch.tensor(ids[i])
+                mask[j, n - len(ids[i]):] = 1
+            gen = model.generate(input_ids=x, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                                 eos_token_id=fmt.eot_id, pad_token_id=pad)
+            for j, i in enumerate(idx):
+                new = gen[j, n:].tolist()
+                if fmt.eot_id in new:
+                    new = new[:new.index(fmt.eot_id)]
+                out[i] = tok.decode(new, skip_special_tokens=True)
+    model.train(was_training)
+    return out
+
+
+def _examples(rows: list[dict]) -> list[Example]:
+    return [Example(str(r.get("id") or stable_hash(r["messages"])), r["messages"], r["response"]) for r in rows]
+
+
+# ---------------------------------------------------------------------- few-shot baseline
+def prompted_baseline_predictor(base_model: str | None, examples: list[dict], k: int, *, max_new_tokens: int = 128,
+                                cache_dir: str | None = None, batch_size: int = 8, max_prompt: int = 2048) -> Callable[[Messages], str]:
+    """The untuned base model, prompted with the teacher's system prompt plus k teacher examples
+    as prior user/assistant turns. Shots are a fixed pseudo-random pick (stable hash), so two
+    evals of the same data compare the same prompt."""
+    tok, model, _ = load_base(base_model, cache_dir)
+    fmt = ChatFormat.detect(tok)
+    _ensure_pad(tok, fmt)
+    model.eval()
+    shots = sorted(examples, key=lambda e: stable_hash(e.get("id") or e["messages"]))[:k]
+    shot_turns: list[dict] = []
+    for e in shots:
+        shot_turns += [m for m in e["messages"] if m.get("role") != "system"]
+        shot_turns.append({"role": "assistant", "content": e["response"]})
+
+    def build(messages: Messages) -> Messages:
+        system = [m for m in messages if m.get("role") == "system"]
+        return system + shot_turns + [m for m in messages if m.get("role") != "system"]
+
+    def predict_batch(batch: list[Messages]) -> list[str]:
+        return generate(model, tok, fmt, [build(m) for m in batch], max_new_tokens, max_prompt, batch_size)
+
+    def predict_one(messages: Messages) -> str:
+        return predict_batch([messages])[0]
+
+    predict_one.predict_batch = predict_batch  # type: ignore[attr-defined]
+    predict_one.shots = shots  # type: ignore[attr-defined]
+    return predict_one

@@ -1,0 +1,276 @@
+"""OpenAI-compatible HTTP server over any saved student (/v1/chat/completions, /v1/models).
+
+The eval stage measures the student's latency through litellm exactly as it measures the
+teacher, so per-request overhead matters: a threaded stdlib server (no framework import cost),
+TCP_NODELAY (headers and body are separate writes; Nagle + delayed ACK would add ~40 ms), HTTP/1.1
+keep-alive, and one model instance fed by a micro-batcher thread: requests that arrive while a
+batch runs are predicted together in the next one, so concurrency raises throughput without
+adding latency when idle. The model is only touched from that one thread (HF fast tokenizers
+raise "Already borrowed" under concurrent use).
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from student.base import Student, load_student
+
+
+class _Batcher:
+    def __init__(self, student: Student, max_batch: int = 64):
+        self.student, self.max_batch = student, max_batch
+        self.q: queue.Queue = queue.Queue()
+        self.count_tokens = _token_counter(student)
+        self.thread = threading.Thread(target=self._run, name="student-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, messages: list[dict]) -> Future:
+        fut: Future = Future()
+        self.q.put((messages, fut))
+        return fut
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            items = [item]
+            while len(items) < self.max_batch:
+                try:
+                    nxt = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.q.put(None)  # finish this batch, then stop
+                    break
+                items.append(nxt)
+            try:
+                outs = self.student.predict([m for m, _ in items])
+                prompts = ["\n".join(str(x.get("content") or "") for x in m) for m, _ in items]
+                counts = self.count_tokens(prompts + outs)
+                for i, (_, fut) in enumerate(items):
+                    fut.set_result((outs[i], counts[i], counts[len(items) + i]))
+            except Exception as e:  # one bad batch must not kill the server
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(e)
+
+
+def _token_counter(student: Any):
+    if hasattr(student, "count_tokens"):
+        return student.count_tokens
+    tok = getattr(student, "tokenizer", None)
+    if tok is not None:
+        return lambda texts: [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]
+    return lambda texts: [len(t.split()) for t in texts]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: litellm/openai reuse connections
+    disable_nagle_algorithm = True
+    server: "_Server"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # per-request stderr logging costs time on the measured path
+
+    # ---- plumbing
+    def _send_json(self, status: int, obj: Any) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, typ: str = "invalid_request_error", code: str | None = None) -> None:
+        self._send_json(status, {"error": {"message": message, "type": typ, "param": None, "code": code}})
+
+    def _authorized(self) -> bool:
+        key = self.server.api_key
+        if not key:
+            return True
+        if self.headers.get("Authorization", "") == f"Bearer {key}":
+            return True
+        self._error(401, "Incorrect or missing API key (send Authorization: Bearer <key>).", "invalid_request_error", "invalid_api_key")
+        return False
+
+    def _read_body(self) -> Any:
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        return json.loads(raw or b"null")
+
+    # ---- routes
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path in ("/health", "/v1/health"):
+            return self._send_json(200, {"status": "ok"})
+        if not self._authorized():
+            return
+        if path == "/v1/models":
+            return self._send_json(200, {"object": "list", "data": [self.server.model_card()]})
+        if path.startswith("/v1/models/"):
+            return self._send_json(200, self.server.model_card())
+        self._error(404, f"unknown path {self.path}", code="not_found")
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0].rstrip("/")
+        try:
+            body = self._read_body()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+            bad_json = True
+        else:
+            bad_json = False
+        if not self._authorized():
+            return
+        if path != "/v1/chat/completions":
+            return self._error(404, f"unknown path {self.path}", code="not_found")
+        if bad_json or not isinstance(body, dict):
+            return self._error(400, "request body must be a JSON object")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            return self._error(400, "'messages' must be a non-empty list of {role, content} objects")
+        messages = [{"role": m.get("role"), "content": _text(m.get("content"))} for m in messages]
+        t0 = time.perf_counter()
+        try:
+            text, p_tok, c_tok = self.server.batcher.submit(messages).result(timeout=self.server.request_timeout_s)
+        except Exception as e:
+            return self._error(500, f"student prediction failed: {type(e).__name__}: {e}", "server_error")
+        model = body.get("model") or self.server.model_name
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        usage = {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return self._stream(cid, created, model, text, usage if include_usage else None)
+        self._send_json(200, {
+            "id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage, "system_fingerprint": self.server.fingerprint,
+            "student_latency_ms": round((time.perf_counter() - t0) * 1000, 3),
+        })
+
+    def _stream(self, cid: str, created: int, model: str, text: str, usage: dict | None) -> None:
+        """SSE over chunked transfer encoding (keep-alive safe): role, content, finish, [usage], [DONE].
+        The whole answer is one content chunk: a classifier has no partial output."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": self.server.fingerprint}
+        events = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]},
+            {**base, "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]},
+            {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]},
+        ]
+        if usage is not None:
+            events.append({**base, "choices": [], "usage": usage})
+        payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        data = payload.encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
+
+
+def _text(content: Any) -> str:
+    """OpenAI content may be a string or a list of parts; the student reads text only."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256  # eval fires many concurrent requests; the default 5 drops SYNs
+
+    def __init__(self, addr, student: Student, model_name: str, api_key: str | None):
+        super().__init__(addr, _Handler)
+        self.batcher = _Batcher(student)
+        self.model_name, self.api_key = model_name, api_key
+        self.request_timeout_s = 300.0
+        self.fingerprint = f"fp_{getattr(student, 'kind', 'student')}"
+        self.created = int(time.time())
+
+    def model_card(self) -> dict:
+        return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "distill"}
+
+
+class StudentServer:
+    """`with StudentServer(path) as url:` or `.start()` -> "http://127.0.0.1:PORT/v1", `.stop()`."""
+
+    def __init__(self, model_path: str | Path, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
+                 model_name: str = "student", num_threads: int | None = None):
+        self.model_path, self.host, self.port, self.api_key, self.model_name = Path(model_path), host, port, api_key, model_name
+        self.num_threads = num_threads  # torch threads; None = auto (idle cores, see student.train.auto_threads)
+        self.student: Student | None = None
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self._httpd.server_address[1]}/v1"
+
+    def start(self) -> str:
+        if self._httpd is not None:
+            return self.base_url
+        if self.student is None:
+            import torch
+
+            from student.train import auto_threads
+
+            # Process-wide, but this process serves the student: a one-query forward gains little
+            # from a second thread and an oversubscribed one spins (latency spikes on a busy CPU).
+            torch.set_num_threads(self.num_threads or auto_threads())
+            self.student = load_student(self.model_path)
+            self.student.predict([[{"role": "user", "content": "warm up"}]])  # first call pays lazy init, not the first request
+        self._httpd = _Server((self.host, self.port), self.student, self.model_name, self.api_key)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="student-server", daemon=True)
+        self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._httpd.batcher.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+    """Blocking server for `distill serve`; Ctrl-C stops it."""
+    srv = StudentServer(model_path, host, port, api_key)
+    url = srv.start()
+    print(f"serving {model_path} ({srv.student.kind}) at {url}" + (" (bearer key required)" if api_key else ""), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()

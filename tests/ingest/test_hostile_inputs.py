@@ -1,0 +1,134 @@
+"""Hostile logs: every bad line is quarantined with its position and one reason, nothing is
+lost (the counts add up), and a source that cannot be read fails clearly with nothing written."""
+import gzip
+import json
+import socket
+
+import pytest
+
+from distill.base import DistillError
+from ingest.config import IngestConfig
+from ingest.records import RecordError
+from ingest.sources.litellm_spend import row_record
+from ingest_testkit import assert_balanced, chat, write_log
+
+
+def test_every_kind_of_bad_line_is_quarantined_with_position_and_reason(runner, tmp_path):
+    lines = [
+        chat(1),                                                        # 1 ok
+        '{"id": "x", "messages": [',                                    # 2 malformed JSON
+        "",                                                             # 3 blank: not a record
+        b'{"prompt": "caf\xe9 au lait"}',                               # 4 Latin-1 byte, not UTF-8
+        '[1, 2, 3]',                                                    # 5 not an object
+        {"id": "t1", "messages": "hello"},                              # 6 messages not a list
+        {"id": "t2", "messages": [{"role": "user", "content": 42}]},    # 7 content not text
+        {"id": "t3", "messages": [{"content": "no role"}]},             # 8 no role
+        {"id": "t4", "messages": [{"role": "system", "content": "only system"}]},           # 9 no user turn
+        {"id": "t5", "messages": [{"role": "user", "content": "   \n "}]},                # 10 empty user turn
+        {"id": "t6", "messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "q"}]},  # 11 bad role
+        {"id": {"nested": 1}, "prompt": "id is an object"},             # 12 wrong id type
+        {"id": "t7", "prompt": "bad time", "timestamp": "yesterday"},   # 13 bad timestamp
+        {"id": "t8", "prompt": "meta", "metadata": ["not", "a", "dict"]},  # 14 bad metadata
+        {"unrelated": True},                                            # 15 unknown shape
+        '{"prompt": "lone \\ud800 surrogate"}',                         # 16 invalid unicode
+        chat(1, "a different question, same id"),                       # 17 duplicate id
+        {"id": "t9", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},  # 18
+        "[" * 100000 + "]" * 100000,                                    # 19 nested too deep / malformed
+        chat(2, "a fine question about cards"),                         # 20 ok
+    ]
+    log = write_log(tmp_path / "log.jsonl", lines)
+    c = runner.run(runner.cfg(log, holdout_fraction=0.0))
+    assert_balanced(c)
+    assert c["read"] + c["blank_lines"] == len(lines)
+    assert (c["kept"], c["quarantined"], c["blank_lines"]) == (2, 17, 1)
+    q = {row["position"]: row for row in runner.out("quarantine")}
+    expect = {2: "malformed_json", 4: "invalid_utf8", 5: "unknown_shape", 6: "bad_messages", 7: "bad_messages",
+              8: "bad_messages", 9: "no_user_turn", 10: "no_user_turn", 11: "bad_role", 12: "bad_id",
+              13: "bad_timestamp", 14: "bad_metadata", 15: "unknown_shape", 16: "invalid_unicode",
+              17: "duplicate_id", 18: "bad_messages", 19: "malformed_json"}
+    assert {p: r["reason"].split(":")[0] for p, r in q.items()} == expect
+    assert c["quarantined_by_reason"]["bad_messages"] == 4
+    for row in q.values():
+        assert row["source"] == str(log) and len(row["reason"]) > len(row["reason"].split(":")[0]) + 2
+    assert "byte 15 of the line" in q[4]["reason"] and "caf\\xe9" in q[4]["raw"]
+    assert "req_1" in q[17]["reason"] and "position 1" in q[17]["reason"]
+    assert len(q[19]["raw"]) < 2100  # raw is cut
+
+
+def test_one_megabyte_prompt_is_quarantined_and_cut(runner, tmp_path):
+    huge = "x" * (1 << 20)
+    log = write_log(tmp_path / "log.jsonl", [chat(1, huge), chat(2)])
+    c = runner.run(runner.cfg(log, quarantine_raw_chars=500))
+    assert_balanced(c)
+    assert c["quarantined_by_reason"] == {"too_long": 1} and c["kept"] == 1
+    row = runner.out("quarantine")[0]
+    assert row["id"] == "req_1" and "limit 16000" in row["reason"] and len(row["raw"]) <= 510
+
+
+def test_empty_file_gives_empty_outputs(runner, tmp_path):
+    log = tmp_path / "empty.jsonl"
+    log.write_bytes(b"")
+    c = runner.run(runner.cfg(log, parquet=True))
+    assert_balanced(c)
+    assert c["read"] == 0 and c["kept"] == 0
+    d = runner.rd.path / "ingest"
+    for name in ("train.jsonl", "holdout.jsonl", "quarantine.jsonl", "train.parquet"):
+        assert (d / name).exists()
+    assert (d / "train.jsonl").read_text() == ""
+
+
+def test_truncated_litellm_row_is_never_trained_on():
+    body = {"messages": [{"role": "user", "content": "abc... (litellm_truncated skipped 9000 chars. note) ...xyz"}]}
+    with pytest.raises(RecordError) as e:
+        row_record({"request_id": "r1", "status": "success", "proxy_server_request": json.dumps(body),
+                    "response": "{}", "startTime": None})
+    assert e.value.code == "litellm_truncated"
+    # An answer cut by LiteLLM is just as unusable as a cut prompt.
+    with pytest.raises(RecordError, match="litellm_truncated"):
+        row_record({"request_id": "r2", "proxy_server_request": {"messages": [{"role": "user", "content": "q"}]},
+                    "response": {"choices": [{"message": {"content": "a [litellm_truncated 5 chars]"}}]}})
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("source", [
+    {"kind": "litellm_spend_logs", "url": "postgresql+psycopg2://ingest:s3cret@127.0.0.1:{port}/test"},
+    {"kind": "sql", "url": "postgresql+psycopg2://ingest:s3cret@127.0.0.1:{port}/test", "query": "SELECT 1",
+     "columns": {"prompt": "p"}},
+    {"kind": "openai_stored", "base_url": "http://127.0.0.1:{port}/v1", "api_key": "k", "max_retries": 0},
+])
+def test_unreachable_source_fails_clearly_and_writes_nothing(runner, tmp_path, source):
+    port = _closed_port()
+    src = {k: v.format(port=port) if isinstance(v, str) else v for k, v in source.items()}
+    cfg = IngestConfig.model_validate({"source": src, "window": {"incremental": True, "state_dir": str(tmp_path / "state")}})
+    with pytest.raises(DistillError) as e:
+        runner.run(cfg)
+    msg = str(e.value)
+    assert f"127.0.0.1:{port}" in msg and "s3cret" not in msg
+    assert not (runner.rd.path / "ingest").exists()
+    assert "ingest" not in runner.rd.manifest()["stages"]
+    assert not (tmp_path / "state").exists()
+
+
+def test_cut_off_gzip_fails_clearly_and_writes_nothing(runner, tmp_path):
+    data = gzip.compress(b"".join(json.dumps(chat(i)).encode() + b"\n" for i in range(2000)))
+    log = tmp_path / "log.jsonl.gz"
+    log.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DistillError, match="log.jsonl.gz is unreadable"):
+        runner.run(runner.cfg(log))
+    assert not (runner.rd.path / "ingest").exists()
+
+
+def test_unknown_config_keys_and_kinds_are_rejected():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="extra"):
+        IngestConfig.model_validate({"source": {"path": "x", "pth": "y"}})
+    with pytest.raises(ValidationError, match="source.kind must be one of"):
+        IngestConfig.model_validate({"source": {"kind": "kafka"}})
+    assert IngestConfig.model_validate({"source": {"path": "x"}}).source.kind == "jsonl"
+
