@@ -236,10 +236,12 @@ def cmd_deploy(args) -> int:
         raise DistillError("distill deploy needs a running Prefect server: start one (`prefect server start`) and set PREFECT_API_URL (see README)")
     from flows.deploy import deploy
 
-    ids = deploy(args.config, pool=args.pool, cron=args.cron, timezone=args.timezone)
+    ids = deploy(args.config, pool=args.pool, cron=args.cron, timezone=args.timezone, train_pool=args.train_pool)
     print(json.dumps({"work_pool": args.pool, "deployments": ids, "config": str(Path(args.config).resolve()), "data_dir": str(cfg.data_path)}, indent=2))
     print(f"start a worker:   prefect worker start --pool {args.pool}\n"
           f"trigger a run:    prefect deployment run 'distill/manual' --param config={Path(args.config).resolve()}")
+    if args.train_pool:
+        print(f"training worker:  prefect worker start --pool {args.train_pool}   (on the GPU machine; same run storage)")
     return 0
 
 
@@ -302,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pool", default="distill-process", help="process work pool (created if missing)")
     sp.add_argument("--cron", default="0 2 * * *", help="nightly schedule (cron)")
     sp.add_argument("--timezone", default="UTC")
+    sp.add_argument("--train-pool", help="also register 'distill-train/gpu' on this work pool (give it GPUs); "
+                                         "set orchestration.train_deployment: distill-train/gpu to train there")
     sp.set_defaults(fn=cmd_deploy)
 
     sp = with_data(sub.add_parser("approve", help="approve or reject a flow run waiting for approval"))

@@ -32,6 +32,7 @@ class ApprovalConfig(StrictModel):
 class OrchestrationConfig(StrictModel):
     task_runner: Literal["threads", "dask", "ray"] = Field("threads", description="Prefect task runner for parallel tasks (replay shards): threads, or prefect-dask / prefect-ray when installed.")
     max_workers: int = Field(4, ge=1, description="Threads (or dask workers) for parallel tasks; Prefect's default is unbounded.")
+    train_deployment: str | None = Field(None, description="Run the train stage as this Prefect deployment (e.g. 'distill-train/gpu', registered by `distill deploy --train-pool POOL` on a GPU work pool) and wait for it; the run directory must be on storage both workers see. None trains inside the flow's own process.")
 
 
 class RegistryConfig(StrictModel):

@@ -4,6 +4,7 @@ Deployments on a process work pool (plus 'drift-watch/nightly-drift', the drift 
   - nightly: on a cron schedule, distils the newest logs with the given config;
   - manual:  no schedule, triggered with parameters:
         prefect deployment run 'distill/manual' --param config=/abs/path/distill.yaml
+  - 'distill-train/gpu' (with train_pool): the train stage alone, on a GPU work pool.
 `prefect.yaml` declares the same two for `prefect deploy --all`.
 """
 from __future__ import annotations
@@ -29,8 +30,10 @@ def ensure_work_pool(name: str, pool_type: str = "process") -> None:
 
 
 def deploy(config: str | Path, *, pool: str = "distill-process", cron: str = "0 2 * * *",
-           timezone: str = "UTC", source: str | Path = PROJECT_ROOT, drift_cron: str = "0 1 * * *") -> dict[str, str]:
-    """Create/update the nightly and manual deployments; returns {name: deployment id}."""
+           timezone: str = "UTC", source: str | Path = PROJECT_ROOT, drift_cron: str = "0 1 * * *",
+           train_pool: str | None = None) -> dict[str, str]:
+    """Create/update the nightly and manual deployments (and 'distill-train/gpu' on `train_pool`
+    when given); returns {name: deployment id}."""
     config = str(Path(config).resolve())
     ensure_work_pool(pool)
     remote = flow.from_source(source=str(source), entrypoint=ENTRYPOINT)
@@ -55,4 +58,11 @@ def deploy(config: str | Path, *, pool: str = "distill-process", cron: str = "0 
         parameters={"config": config}, tags=["distill", "drift"],
         description="Compare new logs with the production student's training data; start a distillation above the threshold.",
     ))
+    if train_pool:
+        ensure_work_pool(train_pool)
+        train = flow.from_source(source=str(source), entrypoint="flows/train_flow.py:train_flow")
+        ids["gpu"] = str(train.deploy(
+            name="gpu", work_pool_name=train_pool, build=False, push=False, print_next_steps=False, tags=["distill", "train"],
+            description="The train stage alone, on an accelerator pool; started by the distill flow when orchestration.train_deployment names it.",
+        ))
     return ids

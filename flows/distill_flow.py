@@ -44,7 +44,6 @@ def distill_flow(config: str, overrides: list[str] | None = None, force: bool = 
     run_dir = str(tasks.run_dir_for(cfg, str(flow_run.id)))
     rd = RunDir(run_dir)
     rd.set_config(cfg.hash(), dump_yaml(cfg))
-    logger.info("run directory: %s", run_dir)
     print(f"run directory: {run_dir}")
 
     with teacher_endpoint(cfg, log=logger.info):
@@ -54,7 +53,10 @@ def distill_flow(config: str, overrides: list[str] | None = None, force: bool = 
         else:
             tasks.replay_task(cfg, run_dir)
         tasks.filter_task(cfg, run_dir, force=force)
-        tasks.train_task(cfg, run_dir)
+        if cfg.orchestration.train_deployment:
+            tasks.train_remote(cfg, config, overrides or [], run_dir)
+        else:
+            tasks.train_task(cfg, run_dir)
         report = tasks.eval_task(cfg, run_dir)
     decision = tasks.gate_task(cfg, run_dir, report)
 

@@ -43,7 +43,9 @@ def _done(rd: RunDir, stage: str) -> dict | None:
 _opts = dict(cache_policy=NO_CACHE, retry_condition_fn=_not_user_error)
 
 
-@task(name="ingest", **_opts)
+# log_prints off: datasets' fingerprinting (dill) runs dis.dis() under a swapped sys.stdout,
+# and Prefect's print patch would log that bytecode listing into the run log.
+@task(name="ingest", log_prints=False, **_opts)
 def ingest_task(cfg: DistillConfig, run_dir: str) -> dict:
     from ingest.pipeline import run_ingest
 
@@ -140,6 +142,31 @@ def train_task(cfg: DistillConfig, run_dir: str) -> dict:
         return done
     run_train(cfg.student, rd)
     return rd.stage("train")
+
+
+def train_remote(cfg: DistillConfig, config: str, overrides: list[str], run_dir: str) -> dict:
+    """The train stage as its own deployment (a GPU work pool): start it, wait, read its result
+    from the shared run directory. A rerun of the parent skips it once the stage is recorded."""
+    from prefect.deployments import run_deployment
+
+    rd = RunDir(run_dir)
+    if done := _done(rd, "train"):
+        return done
+    name = cfg.orchestration.train_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        fr = run_deployment(name=name, parameters={"config": config, "run_dir": run_dir, "overrides": overrides}, timeout=None)
+    except ObjectNotFound:
+        raise DistillError(f"orchestration.train_deployment: no deployment {name!r} on the Prefect server; "
+                           "register it with `distill deploy --train-pool POOL`") from None
+    if not fr.state or not fr.state.is_completed():
+        raise DistillError(f"orchestration.train_deployment {name!r}: flow run {fr.id} ended {fr.state.name if fr.state else 'without a state'}: "
+                           f"{fr.state.message if fr.state else ''}")
+    entry = RunDir(run_dir).stage("train")
+    if not entry:
+        raise DistillError(f"orchestration.train_deployment {name!r} completed but {run_dir} has no train stage: is the run directory on storage both workers share?")
+    return entry
 
 
 @task(name="evaluate", retries=1, retry_delay_seconds=5, **_opts)

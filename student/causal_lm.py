@@ -122,6 +122,7 @@ class CausalLMStudent:
         that skips about half of the largest single matmul (49k-vocab head) and its backward."""
         import torch.nn.functional as F
 
+        batch = {k: v.to(self.model.device) for k, v in batch.items()}  # a no-op on the CPU
         labels = batch["labels"][:, 1:]
         sel = labels != -100
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -156,6 +157,9 @@ class CausalLMStudent:
 
     def train_mode(self, on: bool) -> None:
         self.model.train(on)
+
+    def to(self, device) -> None:
+        self.model.to(device)
 
     def trainable_state(self) -> dict[str, Any]:
         return {k: v.detach().clone() for k, v in self.model.named_parameters() if v.requires_grad}
@@ -264,7 +268,7 @@ def generate(model, tok, fmt: ChatFormat, convs: list[Messages], max_new_tokens:
             for j, i in enumerate(idx):
                 x[j, n - len(ids[i]):] = torch.tensor(ids[i])
                 mask[j, n - len(ids[i]):] = 1
-            gen = model.generate(input_ids=x, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+            gen = model.generate(input_ids=x.to(model.device), attention_mask=mask.to(model.device), do_sample=False, max_new_tokens=max_new_tokens,
                                  eos_token_id=fmt.eot_id, pad_token_id=pad)
             for j, i in enumerate(idx):
                 new = gen[j, n:].tolist()

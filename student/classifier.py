@@ -38,6 +38,10 @@ class _Batch:
     def __len__(self) -> int:
         return int(self.attention_mask.shape[0])
 
+    def to(self, device) -> "_Batch":
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return _Batch(mv(self.attention_mask), mv(self.input_ids), mv(self.hidden), {k: v.to(device) for k, v in self.targets.items()})
+
 
 class ClassifierStudent:
     kind = "classifier"
@@ -125,11 +129,20 @@ class ClassifierStudent:
         return (out * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def embed(self, b: _Batch):
+        b = b.to(self.device)  # batches are built on the CPU; a no-op there
         if b.hidden is not None:  # training fast path: only the LoRA layers run
             out = _run_layers(self.encoder, b.hidden, b.attention_mask, self.frozen_layers, None)
         else:
             out = self.encoder(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
         return self._pool(out, b.attention_mask)
+
+    @property
+    def device(self):
+        return next(self.heads.parameters()).device
+
+    def to(self, device) -> None:
+        self.encoder.to(device)
+        self.heads.to(device)
 
     def logits(self, b: _Batch) -> dict[str, Any]:
         z = self.embed(b)
@@ -161,7 +174,7 @@ class ClassifierStudent:
 
             with torch.inference_mode():
                 for chunk in tqdm(_length_sorted_chunks(ids, 128), desc="frozen layers", unit="batch", mininterval=2.0, leave=False):
-                    b = self.collate([ids[i] for i in chunk])
+                    b = self.collate([ids[i] for i in chunk]).to(self.device)
                     h = _run_layers(self.encoder, None, b.attention_mask, 0, self.frozen_layers, input_ids=b.input_ids)
                     for row, i in enumerate(chunk):
                         self._prefix[todo[i].id] = h[row, : len(ids[i])].clone()
@@ -184,7 +197,7 @@ class ClassifierStudent:
     def loss(self, b: _Batch):
         F = self._torch.nn.functional
         lg = self.logits(b)
-        return sum(F.cross_entropy(lg[f], b.targets[f], label_smoothing=self.label_smoothing) for f in self.vocab)
+        return sum(F.cross_entropy(lg[f], b.targets[f].to(lg[f].device), label_smoothing=self.label_smoothing) for f in self.vocab)
 
     def eval_loss(self, examples: list[Example]) -> dict[str, float]:
         """Plain cross-entropy (no smoothing) and exact-output accuracy on held-out examples."""
@@ -196,10 +209,10 @@ class ClassifierStudent:
         with torch.inference_mode():
             for b in batches:
                 lg = self.logits(b)
-                total += float(sum(F.cross_entropy(lg[f], b.targets[f], reduction="sum") for f in self.vocab))
+                total += float(sum(F.cross_entropy(lg[f], b.targets[f].to(lg[f].device), reduction="sum") for f in self.vocab))
                 ok = torch.ones(len(b), dtype=torch.bool)
                 for f in self.vocab:
-                    ok &= lg[f].argmax(-1) == b.targets[f]
+                    ok &= (lg[f].argmax(-1) == b.targets[f].to(lg[f].device)).cpu()
                 correct += int(ok.sum())
         n = max(len(examples), 1)
         return {"val_loss": total / n, "val_accuracy": correct / n}
@@ -215,8 +228,8 @@ class ClassifierStudent:
         self.train_mode(False)
         with torch.inference_mode():
             X = torch.cat([self.embed(b) for b in batches])
-        X = X[torch.argsort(torch.tensor(order))].clone()
-        acc = {f: _fit_linear(self.heads[_key(f)], X, torch.tensor([self.index[f][t[f]] for t in targets]), weight_decay=self.probe_weight_decay)
+        X = X[torch.argsort(torch.tensor(order)).to(X.device)].clone()
+        acc = {f: _fit_linear(self.heads[_key(f)], X, torch.tensor([self.index[f][t[f]] for t in targets], device=X.device), weight_decay=self.probe_weight_decay)
                for f in self.vocab}
         self._probe_heads = {k: v.detach().clone() for k, v in self.heads.state_dict().items()}
         return acc
@@ -297,7 +310,7 @@ class ClassifierStudent:
         path.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(path / "adapter")
         self.tokenizer.save_pretrained(path / "tokenizer")
-        save_file({k: v.contiguous() for k, v in self.heads.state_dict().items()}, str(path / "heads.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, str(path / "heads.safetensors"))
         meta = {"kind": self.kind, "format": self.fmt.to_dict(), "vocab": self.vocab, "pooling": self.pooling,
                 "max_length": self.max_length, "base_model": self.base_ref, "hidden_size": self.encoder.config.hidden_size}
         # student.json last: its presence marks a complete save.
@@ -413,7 +426,7 @@ def _fit_linear(head, X, y, steps: int = 300, weight_decay: float = 1e-4) -> flo
 
     mu, sd = X.mean(0), X.std(0).clamp(min=1e-6)
     Xs = (X - mu) / sd  # standardise for a well-conditioned fit, then fold back into W, b
-    lin = torch.nn.Linear(X.shape[1], head.out_features)
+    lin = torch.nn.Linear(X.shape[1], head.out_features, device=X.device)
     opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():

@@ -68,7 +68,7 @@ def resolve_base_model(base_model: str | None, kind: str) -> BaseModelRef:
     return BaseModelRef(base_model)
 
 
-def make_tiny_encoder(path: str | Path, corpus: list[str], hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+def make_tiny_encoder(path: str | Path, corpus: list[str], hidden: int = 32, layers: int = 2, seed: int = 0, heads: int = 2) -> Path:
     """A randomly initialised BERT (hidden 32) + a WordLevel tokenizer trained on `corpus`, saved as
     a normal HF model dir. For tests and smoke runs: same loading code path as a real model, but
     trains in seconds on a shared CPU."""
@@ -89,7 +89,7 @@ def make_tiny_encoder(path: str | Path, corpus: list[str], hidden: int = 32, lay
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     fast.save_pretrained(path)
     torch.manual_seed(seed)
-    conf = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                      intermediate_size=hidden * 2, max_position_embeddings=128, pad_token_id=0)
+    conf = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                      intermediate_size=hidden * (4 if heads > 2 else 2), max_position_embeddings=128, pad_token_id=0)
     BertModel(conf).save_pretrained(path)
     return path

@@ -85,7 +85,12 @@ def train_loop(student: Any, cfg: StudentConfig, train: list[Example], val: list
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    acc = accelerator(cfg)
+    student.to(acc.device)
+    # Data parallel: every process builds the same seeded epoch order and takes every world-th
+    # batch, so a resumed or multi-process run needs no shared sampler state.
+    rank, world = acc.process_index, acc.num_processes
+    steps_per_epoch = math.ceil(math.ceil(len(train) / cfg.batch_size) / world)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = int(cfg.warmup_ratio * total)
     opt = torch.optim.AdamW(student.param_groups(cfg), weight_decay=cfg.weight_decay)
@@ -114,6 +119,8 @@ def train_loop(student: Any, cfg: StudentConfig, train: list[Example], val: list
             st["best_val"], best_state = v["val_loss"], student.trainable_state()
 
     def checkpoint() -> None:
+        if not acc.is_main_process:
+            return
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_dir / (CKPT + ".tmp")
         torch.save({"fingerprint": fingerprint, "trainable": student.trainable_state(), "optimizer": opt.state_dict(),
@@ -122,16 +129,21 @@ def train_loop(student: Any, cfg: StudentConfig, train: list[Example], val: list
 
     t0 = time.time()
     seen = 0
-    bar = tqdm(total=total, initial=st["step"], desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=total, initial=st["step"], desc="train", unit="step", dynamic_ncols=True, mininterval=1.0, disable=not acc.is_main_process)
     params = [p for g in opt.param_groups for p in g["params"]]
     while st["step"] < total and not st["stopped_early"]:
         epoch, skip = divmod(st["step"], steps_per_epoch)
         batches = student.prepare_batches(train, cfg.batch_size, cfg.seed, epoch)
+        batches = (batches + batches[: -len(batches) % world])[rank::world]  # equal shares: the all-reduce must pair up
         for b in batches[skip:]:
             student.train_mode(True)
             loss = student.loss(b)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            acc.backward(loss)
+            if world > 1:  # average gradients across processes (what DDP would do)
+                for p in params:
+                    if p.grad is not None:
+                        p.grad = acc.reduce(p.grad, reduction="mean")
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
@@ -173,12 +185,24 @@ def train_loop(student: Any, cfg: StudentConfig, train: list[Example], val: list
         if st["finalize"].get("val_loss") is not None:
             st["val"].append({"step": st["best_step"], "final": True, **{k: st["finalize"][k] for k in ("val_loss", "val_accuracy") if k in st["finalize"]}})
     return {**st, "total_steps": total, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
+            "device": str(acc.device), "processes": world, "is_main_process": acc.is_main_process,
             "loop_s": round(train_s, 2), "examples_per_s": round(seen / train_s, 2) if train_s > 0 and seen else None}
 
 
 def _batch_len(b: Any) -> int:
     ids = getattr(b, "input_ids", None)
     return int(ids.shape[0]) if ids is not None else len(b) if hasattr(b, "__len__") else 1
+
+
+def accelerator(cfg: StudentConfig):
+    """accelerate's Accelerator for cfg.device: it picks the GPU of this process (one per process
+    under `accelerate launch`) and owns the process group that averages gradients."""
+    import torch
+    from accelerate import Accelerator
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise DistillError("student.device=cuda, but torch sees no GPU here: set student.device to auto or cpu")
+    return Accelerator(cpu=cfg.device == "cpu")
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -216,6 +240,8 @@ def run_train(cfg: StudentConfig, rd: RunDir) -> dict:
         student, hist = cls.fit(cfg, train, val, ckpt_dir)
     else:
         raise DistillError(f"student kind {kind!r}: {cls.__name__} has neither the TrainableStudent hooks nor fit()")
+    if not hist.get("is_main_process", True):
+        return {}  # under `accelerate launch`, only the main process writes the model and figures
 
     model_dir = out_dir / "model"
     tmp_dir = out_dir / "model.tmp"
@@ -239,6 +265,8 @@ def run_train(cfg: StudentConfig, rd: RunDir) -> dict:
         "val_accuracy": round(best_val["val_accuracy"], 5) if best_val and "val_accuracy" in best_val else None,
         "wall_s": round(wall, 2),
         "threads": threads,
+        "device": hist.get("device", "cpu"),
+        "processes": hist.get("processes", 1),
     }
     metrics = {**figures, "train_examples": len(train), "val_examples": len(val), "best_step": hist.get("best_step"),
                "stopped_early": hist.get("stopped_early"), "resumed_from_step": hist.get("resumed_from_step"),

@@ -94,17 +94,23 @@ def _config(tmp_path) -> Path:
     cfg["eval"] = {"latency_requests": 10, "warmup_requests": 1}
     cfg["gate"] = {"min_agreement": 0.0}
     cfg["approval"] = {"timeout_s": 600}  # no auto-approver: a person must answer
+    cfg["orchestration"] = {"train_deployment": "distill-train/gpu"}  # training on its own (GPU) pool
     path = tmp_path / "distill.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def _flow_run(env, run_id: str) -> dict:
-    req = urllib.request.Request(f"{env['PREFECT_API_URL']}/flow_runs/{run_id}")
+def _api(env, path: str, body: dict | None = None):
     import base64
 
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{env['PREFECT_API_URL']}/{path}", data=data, headers={"Content-Type": "application/json"})
     req.add_header("Authorization", "Basic " + base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode())
     return json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+
+def _flow_run(env, run_id: str) -> dict:
+    return _api(env, f"flow_runs/{run_id}")
 
 
 def _work_until(env, run_id: str, state_types: set[str], timeout_s: float = 420) -> dict:
@@ -138,9 +144,19 @@ def _trigger(env, cfg: Path) -> str:
 def test_deploy_trigger_suspend_approve_promote_and_reject(server, tmp_path):
     env = server
     cfg = _config(tmp_path)
-    out = _run(env, str(BIN / "distill"), "deploy", "--config", str(cfg), "--cron", "0 3 * * *")
-    assert '"nightly"' in out and '"manual"' in out
+    out = _run(env, str(BIN / "distill"), "deploy", "--config", str(cfg), "--cron", "0 3 * * *", "--train-pool", "distill-train")
+    assert '"nightly"' in out and '"manual"' in out and '"gpu"' in out
+    # the training pool's worker (a GPU machine in production) serves the train stage of every run
+    trainer = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "distill-train"], env=env, cwd=ROOT,
+                               stdout=open(tmp_path / "train-worker.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        _approve_then_reject(env, cfg, tmp_path)
+    finally:
+        trainer.terminate()
+        trainer.wait(30)
 
+
+def _approve_then_reject(env, cfg: Path, tmp_path: Path) -> None:
     # approved: suspends (no process held), `distill approve` resumes, production moves
     run_id = _trigger(env, cfg)
     fr = _work_until(env, run_id, {"PAUSED"})
@@ -148,6 +164,8 @@ def test_deploy_trigger_suspend_approve_promote_and_reject(server, tmp_path):
     _run(env, str(BIN / "distill"), "approve", run_id, "--approver", "alice", "--comment", "ship it")
     fr = _work_until(env, run_id, {"COMPLETED"})
     reg_dir = tmp_path / "data" / "registry"
+    trains = _api(env, "flow_runs/filter", {"flows": {"name": {"any_": ["distill-train"]}}})
+    assert [(t["state_type"], t["parameters"]["run_dir"][-8:]) for t in trains] == [("COMPLETED", run_id[:8])]
     listing = _run(env, str(BIN / "distill"), "registry", "list", "--data-dir", str(tmp_path / "data"))
     assert "production" in listing and "approver=alice" in listing
 

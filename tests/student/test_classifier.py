@@ -192,7 +192,7 @@ CHILD = textwrap.dedent(
 def test_resume_after_sigkill_continues_step_counter(tmp_path, tiny_model):
     rd = make_run(tmp_path, make_records(200, seed=4))
     cfg = tiny_cfg(tiny_model, epochs=3, batch_size=8, checkpoint_every_steps=10, early_stopping_patience=0)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     ckpt = rd.path / "train" / "checkpoints" / "last.pt"
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(rd.path), cfg.model_dump_json(), "slow"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -218,3 +218,23 @@ def test_resume_after_sigkill_continues_step_counter(tmp_path, tiny_model):
     assert res["steps"] == res["total_steps"]  # the counter continued from the checkpoint, not from 0
     assert res["n_losses"] == res["total_steps"]  # loss history carried over too
     assert load_student(rd.path / "train" / "model").kind == "classifier"
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_epoch_and_average_gradients(tmp_path, tiny_model):
+    """Data-parallel training through accelerate (2 CPU processes, gloo): each takes half of every
+    epoch's batches, gradients are averaged, only the main process writes the model."""
+    rows = make_records(160, seed=5)
+    rd = make_run(tmp_path, rows)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(Path(__file__).with_name("ddp_train_proc.py")), str(rd.path), str(tiny_model)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    main = [r for r in results if r["steps"] is not None]
+    assert len(results) == 2 and len(main) == 1  # one writer
+    assert main[0]["processes"] == 2 and main[0]["steps"] == 4 * 5  # 160 rows / 16 per batch = 10 batches, 5 each
+    student = load_student(rd.path / "train" / "model")
+    preds = student.predict([r["messages"] for r in rows[:40]])
+    assert sum(p == r["response"] for p, r in zip(preds, rows[:40])) >= 36
