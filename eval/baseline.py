@@ -41,19 +41,20 @@ def few_shot_messages(examples: list[dict], messages: list[dict]) -> list[dict]:
     return system + shots + [m for m in messages if m.get("role") != "system"]
 
 
-def verdict(diff: float | None, ci: list[float] | None, confidence: float, n: int | None = None) -> str:
+def verdict(diff: float | None, ci: list[float] | None, confidence: float, n: int | None = None,
+            name: str = "the prompted baseline", enough: str = "Prompting the base model may be enough") -> str:
     """Plain-language comparison; "beat" only when the paired interval excludes zero."""
     if diff is None or ci is None:
-        return "The prompted baseline could not be compared."
+        return f"{name[0].upper() + name[1:]} could not be compared."
     ci_txt = f"{confidence:.0%} CI {ci[0] * 100:+.1f} to {ci[1] * 100:+.1f}"
     if ci[0] > 0:
-        return f"The fine-tuned student beat the prompted baseline by {diff * 100:.1f} points ({ci_txt})."
+        return f"The fine-tuned student beat {name} by {diff * 100:.1f} points ({ci_txt})."
     if diff > 0:
         items = f" on {n} items" if n else ""
-        return (f"The fine-tuned student did NOT beat the prompted baseline: it is {diff * 100:.1f} points ahead{items}, "
+        return (f"The fine-tuned student did NOT beat {name}: it is {diff * 100:.1f} points ahead{items}, "
                 f"but the {ci_txt} includes no improvement. Score more items before paying for fine-tuning.")
-    return (f"The fine-tuned student did NOT beat the prompted baseline ({diff * 100:+.1f} points, {ci_txt}). "
-            "Prompting the base model may be enough; fine-tuning is not justified by agreement alone.")
+    return (f"The fine-tuned student did NOT beat {name} ({diff * 100:+.1f} points, {ci_txt}). "
+            f"{enough}; fine-tuning is not justified by agreement alone.")
 
 
 def score_baseline(
@@ -74,7 +75,7 @@ def score_baseline(
     preds: list[str | None] = []
     errors = 0
     batch_fn = getattr(predict, "predict_batch", None)  # batched generation is far faster on CPU
-    step = 8 if batch_fn else 1
+    step = getattr(predict, "batch_size", 8) if batch_fn else 1
     for i in range(0, len(prompts), step):
         chunk = prompts[i:i + step]
         try:

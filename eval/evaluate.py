@@ -221,6 +221,9 @@ def run_eval(
         report["prompted_baseline"] = no_baseline()
         for key in ("prompted_baseline_agreement", "agreement_vs_prompted_baseline_diff"):
             missing[key] = "no prompted baseline was run"
+    from eval.probe_baseline import attach_probe_baseline
+
+    attach_probe_baseline(cfg, rd, report)  # classifier students: the linear probe saved by the train stage
 
     write_report(cfg, rd, report)
     rd.record_stage(

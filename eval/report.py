@@ -9,7 +9,7 @@ from typing import Any
 
 PCT = {"agreement", "json_valid_rate", "teacher_json_valid_rate", "field_accuracy", "label_accuracy", "macro_f1",
        "format_compliance", "gold_agreement", "teacher_gold_agreement", "prompted_baseline_agreement",
-       "agreement_vs_prompted_baseline_diff", "judge_score", "judge_win_rate", "judge_tie_rate", "judge_loss_rate"}
+       "agreement_vs_prompted_baseline_diff", "probe_baseline_agreement", "agreement_vs_probe_baseline_diff", "judge_score", "judge_win_rate", "judge_tie_rate", "judge_loss_rate"}
 
 
 def fmt_value(name: str, v: Any) -> str:
@@ -67,8 +67,13 @@ def _baseline_line(report: dict) -> str:
     if not pb.get("ran"):
         return f"**Prompted baseline:** {pb['verdict']}"
     method = pb.get("method") or f"base model, {pb['k']}-shot"
-    return (f"**Prompted baseline** ({method}, {pb['n']} items): agreement {_m(report, 'prompted_baseline_agreement')}. "
+    line = (f"**Prompted baseline** ({method}, {pb['n']} items): agreement {_m(report, 'prompted_baseline_agreement')}. "
             f"**{pb['verdict']}**")
+    lp = report.get("probe_baseline")
+    if lp and lp.get("ran"):
+        line += (f"\n\n**Linear-probe baseline** ({lp['method']}, {lp['n']} items): agreement "
+                 f"{_m(report, 'probe_baseline_agreement')}. **{lp['verdict']}**")
+    return line
 
 
 def _key_lines(report: dict) -> list[str]:

@@ -18,6 +18,8 @@ from typing import Any
 
 from student.base import STUDENT_META, Example, Messages
 from student.classifier_format import PLAIN, OutputFormat, categorical_labels, detect_format  # noqa: F401 (re-exported)
+from student.encoder import (add_lora, fit_linear, head_key, layer_list, length_sorted_chunks, load_encoder, make_heads,
+                             run_layers, length_bucketed_batches)
 
 def input_text(messages: Messages) -> str:
     """The last user turn (see module docstring); falls back to all non-system text."""
@@ -76,15 +78,15 @@ class ClassifierStudent:
             raise DistillError("student.kind=classifier, but the teacher outputs are not categorical (JSON objects of bounded-cardinality fields, or bare labels); use kind auto or causal_lm")
         fmt, vocab = found
         ref = resolve_base_model(cfg.base_model, "classifier")
-        encoder, tokenizer = _load_encoder(ref.name_or_path)
+        encoder, tokenizer = load_encoder(ref.name_or_path)
         if cfg.encoder_dropout is not None:  # before LoRA: its own dropout comes from cfg.lora
             for m in encoder.modules():
                 if isinstance(m, torch.nn.Dropout):
                     m.p = cfg.encoder_dropout
-        layers = _layer_list(encoder)
+        layers = layer_list(encoder)
         n_train = len(layers) if (cfg.train_layers is None or layers is None) else min(cfg.train_layers, len(layers))
-        encoder = _add_lora(encoder, cfg.lora, list(range(len(layers) - n_train, len(layers))) if layers is not None and n_train < len(layers) else None)
-        heads = _make_heads(encoder.config.hidden_size, vocab)
+        encoder = add_lora(encoder, cfg.lora, list(range(len(layers) - n_train, len(layers))) if layers is not None and n_train < len(layers) else None)
+        heads = make_heads(encoder.config.hidden_size, vocab)
         base_ref = {"bundled": "classifier"} if ref.bundled else {"name_or_path": ref.name_or_path}
         st = cls(encoder, tokenizer, heads, fmt, vocab, pooling=cfg.pooling, max_length=cfg.max_length, base_ref=base_ref, predict_batch_size=cfg.predict_batch_size)
         st.label_smoothing = cfg.label_smoothing
@@ -131,7 +133,7 @@ class ClassifierStudent:
     def embed(self, b: _Batch):
         b = b.to(self.device)  # batches are built on the CPU; a no-op there
         if b.hidden is not None:  # training fast path: only the LoRA layers run
-            out = _run_layers(self.encoder, b.hidden, b.attention_mask, self.frozen_layers, None)
+            out = run_layers(self.encoder, b.hidden, b.attention_mask, self.frozen_layers, None)
         else:
             out = self.encoder(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
         return self._pool(out, b.attention_mask)
@@ -146,7 +148,7 @@ class ClassifierStudent:
 
     def logits(self, b: _Batch) -> dict[str, Any]:
         z = self.embed(b)
-        return {f: self.heads[_key(f)](z) for f in self.vocab}
+        return {f: self.heads[head_key(f)](z) for f in self.vocab}
 
     # ---- training hooks (the loop in student/train.py drives these; see base.TrainableStudent)
     def _tensors(self, examples: list[Example]) -> tuple[list[list[int]], list[dict[str, str]]]:
@@ -173,9 +175,9 @@ class ClassifierStudent:
             from tqdm import tqdm
 
             with torch.inference_mode():
-                for chunk in tqdm(_length_sorted_chunks(ids, 128), desc="frozen layers", unit="batch", mininterval=2.0, leave=False):
+                for chunk in tqdm(length_sorted_chunks(ids, 128), desc="frozen layers", unit="batch", mininterval=2.0, leave=False):
                     b = self.collate([ids[i] for i in chunk]).to(self.device)
-                    h = _run_layers(self.encoder, None, b.attention_mask, 0, self.frozen_layers, input_ids=b.input_ids)
+                    h = run_layers(self.encoder, None, b.attention_mask, 0, self.frozen_layers, input_ids=b.input_ids)
                     for row, i in enumerate(chunk):
                         self._prefix[todo[i].id] = h[row, : len(ids[i])].clone()
         return [self._prefix[e.id] for e in examples]
@@ -203,7 +205,7 @@ class ClassifierStudent:
         """Plain cross-entropy (no smoothing) and exact-output accuracy on held-out examples."""
         torch, F = self._torch, self._torch.nn.functional
         ids, _ = self._tensors(examples)
-        batches = self._batches(examples, _length_sorted_chunks(ids, self.predict_batch_size))
+        batches = self._batches(examples, length_sorted_chunks(ids, self.predict_batch_size))
         self.train_mode(False)
         total, correct = 0.0, 0
         with torch.inference_mode():
@@ -223,13 +225,13 @@ class ClassifierStudent:
         train accuracy per field."""
         torch = self._torch
         ids, targets = self._tensors(examples)
-        order = [i for c in _length_sorted_chunks(ids, 128) for i in c]
-        batches = self._batches(examples, _length_sorted_chunks(ids, 128))
+        order = [i for c in length_sorted_chunks(ids, 128) for i in c]
+        batches = self._batches(examples, length_sorted_chunks(ids, 128))
         self.train_mode(False)
         with torch.inference_mode():
             X = torch.cat([self.embed(b) for b in batches])
         X = X[torch.argsort(torch.tensor(order)).to(X.device)].clone()
-        acc = {f: _fit_linear(self.heads[_key(f)], X, torch.tensor([self.index[f][t[f]] for t in targets], device=X.device), weight_decay=self.probe_weight_decay)
+        acc = {f: fit_linear(self.heads[head_key(f)], X, torch.tensor([self.index[f][t[f]] for t in targets], device=X.device), weight_decay=self.probe_weight_decay)
                for f in self.vocab}
         self._probe_heads = {k: v.detach().clone() for k, v in self.heads.state_dict().items()}
         return acc
@@ -241,24 +243,41 @@ class ClassifierStudent:
         different examples, so a blend beats both."""
         if not self.interpolate or self._probe_heads is None or not val:
             return {}
-        torch = self._torch
-        params = dict(self.encoder.named_parameters())
-        lora_b = {n: p.detach().clone() for n, p in params.items() if "lora_B" in n}
-        ft_heads = {k: v.detach().clone() for k, v in self.heads.state_dict().items()}
-
-        def apply(a: float) -> None:
-            with torch.no_grad():
-                for n, v in lora_b.items():
-                    params[n].copy_(v * a)
-            self.heads.load_state_dict({k: (1 - a) * self._probe_heads[k] + a * ft_heads[k] for k in ft_heads})
-
+        tuned = self._tuned_weights()
         scores = {}
         for a in (0.0, 0.25, 0.5, 0.75, 1.0):
-            apply(a)
+            self._blend(tuned, a)
             scores[a] = self.eval_loss(val)
         best = min(scores, key=lambda a: scores[a]["val_loss"])
-        apply(best)
+        self._blend(tuned, best)
         return {"alpha": best, **scores[best], "grid": {str(a): round(v["val_loss"], 5) for a, v in scores.items()}}
+
+    def _tuned_weights(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        lora_b = {n: p.detach().clone() for n, p in self.encoder.named_parameters() if "lora_B" in n}
+        return lora_b, {k: v.detach().clone() for k, v in self.heads.state_dict().items()}
+
+    def _blend(self, tuned: tuple[dict[str, Any], dict[str, Any]], a: float) -> None:
+        """Weights at `a` on the line probe (0) -> `tuned` (1)."""
+        lora_b, heads = tuned
+        params = dict(self.encoder.named_parameters())
+        with self._torch.no_grad():
+            for n, v in lora_b.items():
+                params[n].copy_(v * a)
+        self.heads.load_state_dict({k: (1 - a) * self._probe_heads[k] + a * heads[k] for k in heads})
+
+    def save_probe(self, path: str | Path) -> bool:
+        """Save the no-fine-tuning model: the frozen base encoder + the linear-probe heads (fit on
+        the same training data). The eval scores it beside the student, so a report can say when
+        fine-tuning the encoder bought nothing over a linear head. False if there is no probe."""
+        if self._probe_heads is None:
+            return False
+        tuned = self._tuned_weights()
+        try:
+            self._blend(tuned, 0.0)
+            self.save(path)
+        finally:
+            self._blend(tuned, 1.0)
+        return True
 
     def trainable_state(self) -> dict[str, Any]:
         """Only what training changes (LoRA + heads): small, so checkpoints are cheap."""
@@ -295,7 +314,7 @@ class ClassifierStudent:
         out: list[str | None] = [None] * len(batch)
         self.train_mode(False)
         with torch.inference_mode():
-            for chunk in _length_sorted_chunks(ids, self.predict_batch_size):
+            for chunk in length_sorted_chunks(ids, self.predict_batch_size):
                 lg = self.logits(self.collate([ids[i] for i in chunk]))
                 best = {f: lg[f].argmax(-1).tolist() for f in self.vocab}
                 for row, i in enumerate(chunk):
@@ -328,134 +347,14 @@ class ClassifierStudent:
         meta = json.loads((path / STUDENT_META).read_text())
         ref = meta["base_model"]
         base_path = resolve_base_model(None, "classifier").name_or_path if "bundled" in ref else ref["name_or_path"]
-        encoder, _ = _load_encoder(base_path)
+        encoder, _ = load_encoder(base_path)
         encoder = PeftModel.from_pretrained(encoder, str(path / "adapter"))
         if merge:  # inference only: fold LoRA into the weights, no per-call adapter overhead
             encoder = encoder.merge_and_unload()
         encoder.eval()
         tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
-        heads = _make_heads(meta["hidden_size"], meta["vocab"])
+        heads = make_heads(meta["hidden_size"], meta["vocab"])
         heads.load_state_dict(load_file(str(path / "heads.safetensors")))
         heads.eval()
         return cls(encoder, tokenizer, heads, OutputFormat(**meta["format"]), meta["vocab"], pooling=meta["pooling"],
                    max_length=meta["max_length"], base_ref=ref)
-
-
-# ----------------------------------------------------------------------------- helpers
-def _key(field_name: str) -> str:
-    # ModuleDict keys cannot contain "."; field names are arbitrary JSON keys, so add a stable
-    # hash to keep two names that sanitise alike apart.
-    from distill.base import stable_hash
-
-    return "f_" + "".join(c if c.isalnum() else "_" for c in field_name)[:40] + "_" + stable_hash(field_name, 6)
-
-
-def _load_encoder(name_or_path: str):
-    from transformers import AutoModel, AutoTokenizer
-
-    from distill.base import DistillError
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        encoder = AutoModel.from_pretrained(name_or_path)
-    except OSError as e:
-        raise DistillError(f"student.base_model: cannot load {name_or_path!r} (not a local model dir, and no hub access with HF_HUB_OFFLINE): {e}") from None
-    return encoder, tokenizer
-
-
-def _add_lora(encoder, lcfg, layers: list[int] | None = None):
-    from peft import LoraConfig, get_peft_model
-
-    targets = lcfg.target_modules
-    if targets is None and encoder.config.model_type in ("bert", "roberta", "xlm-roberta", "electra"):
-        # All linear layers: attention and the FFN ("dense" also matches the unused pooler,
-        # which layers_to_transform then excludes).
-        targets = ["query", "key", "value", "dense"]
-    extra = {"layers_to_transform": layers, "layers_pattern": "layer"} if layers is not None else {}
-    conf = LoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout, target_modules=targets, **extra)
-    return get_peft_model(encoder, conf)
-
-
-def _base(encoder):
-    """The plain transformers model under a PeftModel (or the model itself once merged)."""
-    return encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
-
-
-def _layer_list(encoder):
-    enc = getattr(_base(encoder), "encoder", None)
-    return getattr(enc, "layer", None)
-
-
-def _run_layers(encoder, hidden, mask, start: int, stop: int | None, input_ids=None):
-    """Run encoder layers [start, stop) (embeddings first when input_ids is given): the split
-    forward behind the frozen-prefix cache. Same mask construction as BertModel.forward."""
-    model = _base(encoder)
-    layers = model.encoder.layer
-    if input_ids is not None:
-        hidden = model.embeddings(input_ids=input_ids)
-    if hasattr(model, "_create_attention_masks"):
-        ext, _ = model._create_attention_masks(attention_mask=mask, encoder_attention_mask=None, embedding_output=hidden,
-                                               encoder_hidden_states=None, past_key_values=None)
-    else:  # older layouts: additive [B, 1, 1, T] mask
-        ext = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * _dtype_min(hidden.dtype)
-    for layer in layers[start:stop]:
-        out = layer(hidden, ext)
-        hidden = out[0] if isinstance(out, tuple) else out
-    return hidden
-
-
-def _dtype_min(dtype):
-    import torch
-
-    return torch.finfo(dtype).min
-
-
-def _make_heads(hidden: int, vocab: dict[str, list[str]]):
-    import torch
-
-    heads = torch.nn.ModuleDict({_key(f): torch.nn.Linear(hidden, len(labs)) for f, labs in vocab.items()})
-    for h in heads.values():  # zero init: before the linear probe every label is equally likely
-        torch.nn.init.zeros_(h.weight)
-        torch.nn.init.zeros_(h.bias)
-    return heads
-
-
-def _fit_linear(head, X, y, steps: int = 300, weight_decay: float = 1e-4) -> float:
-    """Multinomial logistic regression on fixed features, written straight into `head`."""
-    import torch
-
-    mu, sd = X.mean(0), X.std(0).clamp(min=1e-6)
-    Xs = (X - mu) / sd  # standardise for a well-conditioned fit, then fold back into W, b
-    lin = torch.nn.Linear(X.shape[1], head.out_features, device=X.device)
-    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(lin(Xs), y) + weight_decay * lin.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    with torch.no_grad():
-        head.weight.copy_(lin.weight / sd)
-        head.bias.copy_(lin.bias - (lin.weight * mu / sd).sum(1))
-        return (head(X).argmax(-1) == y).float().mean().item()
-
-
-def _length_sorted_chunks(ids: list[list[int]], size: int) -> list[list[int]]:
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    return [order[i : i + size] for i in range(0, len(order), size)]
-
-
-def length_bucketed_batches(ids: list[list[int]], size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of similar length: little padding (speed) while staying random."""
-    order = list(range(len(ids)))
-    rng.shuffle(order)
-    pool = size * 50
-    batches = []
-    for s in range(0, len(order), pool):
-        chunk = sorted(order[s : s + pool], key=lambda i: len(ids[i]))
-        batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
-    rng.shuffle(batches)
-    return batches

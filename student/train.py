@@ -249,6 +249,9 @@ def run_train(cfg: StudentConfig, rd: RunDir) -> dict:
     student.save(tmp_dir)
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(tmp_dir, model_dir)  # readers never see a half-written model
+    if hasattr(student, "save_probe"):  # the no-fine-tuning comparator the eval scores beside the student
+        shutil.rmtree(out_dir / "probe", ignore_errors=True)
+        student.save_probe(out_dir / "probe")
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: a rerun should train afresh, not resume
 
     wall = time.time() - t0

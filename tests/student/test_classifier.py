@@ -238,3 +238,33 @@ def test_two_processes_share_the_epoch_and_average_gradients(tmp_path, tiny_mode
     student = load_student(rd.path / "train" / "model")
     preds = student.predict([r["messages"] for r in rows[:40]])
     assert sum(p == r["response"] for p, r in zip(preds, rows[:40])) >= 36
+
+
+def test_linear_probe_is_saved_and_scored_beside_the_student(tmp_path, tiny_model):
+    """The train stage keeps the no-fine-tuning comparator (frozen encoder + the probe heads) and
+    the eval scores it on the holdout with a paired interval and a plain verdict."""
+    from distill.base import read_jsonl
+    from eval.config import EvalConfig
+    from eval.probe_baseline import attach_probe_baseline
+
+    rows = make_records(240, seed=7)
+    rd = make_run(tmp_path, rows)
+    m = run_train(tiny_cfg(tiny_model, epochs=3, val_fraction=0.0), rd)  # no val: the student is the tuned end
+    probe_dir = rd.path / "train" / "probe"
+    assert [v for k, v in lora_weights(probe_dir).items() if "lora_B" in k and v.abs().sum() > 0] == []  # encoder untouched
+    assert any(v.abs().sum() > 0 for k, v in lora_weights(rd.path / "train" / "model").items() if "lora_B" in k)
+
+    hold = make_records(60, seed=8)
+    student = load_student(rd.path / "train" / "model")
+    preds = student.predict([r["messages"] for r in hold])
+    write_jsonl(rd.path / "eval" / "predictions.jsonl",
+                [{"messages": r["messages"], "teacher": r["response"], "student": p} for r, p in zip(hold, preds)])
+    hits = [float(p == r["response"]) for r, p in zip(hold, preds)]
+    report = {"metrics": {}, "intervals": {}, "details": {"agreement_hits": hits}}
+    attach_probe_baseline(EvalConfig(bootstrap_samples=200), rd, report)
+    probe = load_student(probe_dir).predict([r["messages"] for r in hold])
+    assert report["metrics"]["probe_baseline_agreement"] == sum(p == r["response"] for r, p in zip(hold, probe)) / 60
+    assert report["metrics"]["agreement_vs_probe_baseline_diff"] == pytest.approx(sum(hits) / 60 - report["metrics"]["probe_baseline_agreement"])
+    pb = report["probe_baseline"]
+    assert pb["n"] == 60 and "linear-probe baseline" in pb["verdict"] and f"same {m['train_examples']} kept" in pb["method"]
+    assert len(list(read_jsonl(rd.path / "eval" / "predictions.jsonl"))) == 60

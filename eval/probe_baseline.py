@@ -1,0 +1,59 @@
+"""The linear-probe baseline for classifier students: the frozen base encoder with a linear
+head fit on the same kept training examples, no encoder weight changed.
+
+It costs a fraction of fine-tuning (one pass of frozen embeddings and a convex fit), so it is
+the cheap alternative a fine-tuned encoder has to beat, on the same data, beyond the few-shot
+prompted baseline. The train stage saves it to <run>/train/probe (the student's own a=0 point);
+it is scored on every holdout item and compared with a paired bootstrap like the prompted one.
+"""
+from __future__ import annotations
+
+from distill.base import read_jsonl
+from distill.rundir import RunDir
+from eval.baseline import score_baseline, verdict
+from eval.config import EvalConfig
+
+NAME = "the linear-probe baseline"
+ENOUGH = "A linear head on the frozen encoder may be enough (cheaper to train, same serving cost)"
+
+
+class ProbePredictor:
+    """Batched predict over the saved probe model."""
+
+    batch_size = 256
+
+    def __init__(self, path, n_train: int | None):
+        from student.base import load_student
+
+        self.student = load_student(path)
+        self.description = ("frozen base encoder + linear head fit on the same "
+                            f"{n_train if n_train is not None else ''} kept training examples, no fine-tuning").replace("  ", " ")
+
+    def predict_batch(self, batch: list[list[dict]]) -> list[str]:
+        return self.student.predict(batch)
+
+    def __call__(self, messages: list[dict]) -> str:
+        return self.predict_batch([messages])[0]
+
+
+def attach_probe_baseline(cfg: EvalConfig, rd: RunDir, report: dict) -> dict:
+    """Score <run>/train/probe on the holdout and add slot "probe_baseline" and metrics
+    probe_baseline_agreement, agreement_vs_probe_baseline_diff. No probe saved: nothing added."""
+    path = rd.path / "train" / "probe"
+    if cfg.baseline == "off" or not (path / "student.json").is_file():
+        return report
+    n_train = (rd.stage("train") or {}).get("counts", {}).get("train_examples")
+    predict = ProbePredictor(path, n_train)
+    preds = list(read_jsonl(rd.path / "eval" / "predictions.jsonl"))
+    res = score_baseline(predict, [p["messages"] for p in preds], [p["teacher"] for p in preds], report["details"]["agreement_hits"],
+                         examples=None, k=0, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
+    res.pop("predictions")
+    res["verdict"] = verdict(res["diff"], res["diff_ci"], cfg.confidence, res["n"], name=NAME, enough=ENOUGH)
+    res["method"] = predict.description
+    report["probe_baseline"] = res
+    report["metrics"]["probe_baseline_agreement"] = res["agreement"]
+    report["metrics"]["agreement_vs_probe_baseline_diff"] = res["diff"]
+    for key, ci in (("probe_baseline_agreement", res["ci"]), ("agreement_vs_probe_baseline_diff", res["diff_ci"])):
+        if ci is not None:
+            report["intervals"][key] = ci
+    return report
