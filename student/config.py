@@ -37,7 +37,7 @@ class StudentConfig(StrictModel):
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps with linear LR warmup (then linear decay).")
     max_train_s: float | None = Field(None, gt=0, description="Wall-clock guard: stop the training loop after this many seconds (best weights so far are kept); None = no limit.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where training runs (through accelerate): auto = a GPU when torch sees one, else the CPU. Several GPUs: start the train stage under `accelerate launch` (see README); each process takes its share of every epoch's batches and gradients are averaged.")
-    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = auto: the cores not already busy (1-min load average), at least 1 - on a shared CPU an oversubscribed 2-thread run measured 3-4x slower than 1 thread.")
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = auto: the cores not busy right now (CPU use sampled for 1 s), at least 1 - on a shared CPU an oversubscribed 2-thread run measured 3-4x slower than 1 thread, on an idle 2-core one 2 threads ran 1.5-1.7x faster.")
 
     # --- classifier student ---
     pooling: Literal["mean", "cls"] = Field("mean", description="Classifier: sentence embedding = attention-masked mean of token states (what MiniLM was trained for) or the [CLS] state.")
