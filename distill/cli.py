@@ -140,7 +140,7 @@ def cmd_predict(args) -> int:
     from student import load_student
 
     data = setup_env(args.data_dir)
-    model_path = Registry(Path(args.registry) if args.registry else data / "registry").resolve(args.model, args.name)
+    model_path = Registry(args.registry or data / "registry").resolve(args.model, args.name)
     requests = _read_requests(Path(args.input))
     student = load_student(model_path)
     student.predict([requests[0]])  # warm-up, so the first latency is not a load-time outlier
@@ -178,7 +178,7 @@ def cmd_registry(args) -> int:
     from distill.registry import Registry
 
     data = setup_env(args.data_dir)
-    reg = Registry(Path(args.registry) if args.registry else data / "registry")
+    reg = Registry(args.registry or data / "registry")
     if args.action == "list":
         for name in reg.models():
             aliases = reg.aliases(name)
@@ -216,7 +216,7 @@ def cmd_serve(args) -> int:
     from student.serve import serve
 
     data = setup_env(args.data_dir)
-    model_path = Registry(Path(args.registry) if args.registry else data / "registry").resolve(args.model, args.name)
+    model_path = Registry(args.registry or data / "registry").resolve(args.model, args.name)
     serve(model_path, host=args.host, port=args.port, api_key=os.environ.get("DISTILL_SERVE_API_KEY"))
     return 0
 
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_data(sp):
         sp.add_argument("--data-dir", default=os.environ.get("DISTILL_DATA_DIR", ".distill"), help="project data directory (default .distill)")
-        sp.add_argument("--registry", help="registry directory (default <data-dir>/registry)")
+        sp.add_argument("--registry", help="registry directory or fsspec URL (default <data-dir>/registry)")
         sp.add_argument("--name", help="registered model name (needed only when the registry holds several)")
         return sp
 

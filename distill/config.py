@@ -36,7 +36,7 @@ class OrchestrationConfig(StrictModel):
 
 
 class RegistryConfig(StrictModel):
-    path: str | None = PathField(None, "Registry directory; default <data_dir>/registry.")
+    path: str | None = PathField(None, "Registry directory or fsspec URL (s3://bucket/registry, gs://..., with the matching fsspec backend installed); default <data_dir>/registry.")
     model_name: str = Field("student", description="Name the versions are registered under.")
     app_model_alias: str | None = Field(None, description="The model name the application calls; the generated litellm router maps it to the student with the teacher as fallback. Default: model_name.")
     student_api_base: str = Field("http://127.0.0.1:8000/v1", description="Where the promoted student will be served (`distill serve`), for the generated router config.")
@@ -67,7 +67,10 @@ class DistillConfig(StrictModel):
         return self.data_path / "runs"
 
     @property
-    def registry_path(self) -> Path:
+    def registry_path(self) -> Path | str:
+        """A local directory, or the fsspec URL as given (s3://bucket/registry)."""
+        if self.registry.path and "://" in self.registry.path:
+            return self.registry.path
         return Path(self.registry.path).expanduser().resolve() if self.registry.path else self.data_path / "registry"
 
     def public_dump(self) -> dict[str, Any]:

@@ -1,73 +1,68 @@
-"""A local model registry: immutable versions, movable aliases, an append-only audit log.
+"""A model registry: immutable versions, movable aliases, an append-only audit log.
 
     <root>/<model_name>/versions/v0001/   model/ (the saved student) + meta.json
     <root>/<model_name>/aliases.json      {"production": "v0001", "candidate": "v0002"}
     <root>/<model_name>/audit.jsonl       one line per register/promote/rollback
-    <root>/.lock                          flock: one writer at a time
+    <root>/.lock                          one writer at a time
 
-Writes are atomic: a version is copied into a temp dir and renamed into place, aliases.json is
-replaced with os.replace, all under an exclusive file lock, so two promotions at once serialise
-instead of corrupting each other. A version that failed half-way never becomes visible.
+<root> is a local directory or an fsspec URL (registry.path: s3://bucket/registry); how each
+write stays atomic on either is in distill/registry_store.py. Two promotions at once serialise
+instead of corrupting each other, and a version that failed half-way never becomes visible.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from distill.base import DistillError, write_json
+from distill.base import DistillError
+from distill.registry_store import Store
 
 ALIASES = ("production", "candidate")
+META = "meta.json"
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("DISTILL_CACHE_DIR") or Path.home() / ".cache" / "distill") / "registry"
 
 
 class Registry:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    # -- locking ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        self.store = Store(root)
+        # A Path for a local registry (callers join paths onto it), the URL otherwise.
+        self.root: Path | str = Path(self.store.base) if self.store.local else self.store.url
 
     # -- reads -------------------------------------------------------------------------------
     def models(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir())
+        return [m for m in self.store.dirs() if self.store.exists(m, "versions")]
 
     def versions(self, name: str) -> list[str]:
-        vdir = self.root / name / "versions"
-        return sorted(p.name for p in vdir.iterdir() if p.is_dir() and not p.name.startswith(".")) if vdir.is_dir() else []
+        # meta.json is written last: a version without it is still being copied in.
+        return [v for v in self.store.dirs(name, "versions") if not v.startswith(".") and self.store.exists(name, "versions", v, META)]
 
     def aliases(self, name: str) -> dict[str, str]:
-        f = self.root / name / "aliases.json"
-        return json.loads(f.read_text()) if f.is_file() else {}
+        text = self.store.read(name, "aliases.json")
+        return json.loads(text) if text else {}
 
     def meta(self, name: str, version: str) -> dict[str, Any]:
-        f = self.root / name / "versions" / version / "meta.json"
-        if not f.is_file():
+        text = self.store.read(name, "versions", version, META)
+        if text is None:
             raise DistillError(f"registry {self.root}: model {name!r} has no version {version!r} (have: {', '.join(self.versions(name)) or 'none'})")
-        return json.loads(f.read_text())
+        return json.loads(text)
 
     def audit(self, name: str) -> list[dict]:
-        f = self.root / name / "audit.jsonl"
-        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+        text = self.store.read(name, "audit.jsonl") or ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def version_dir(self, name: str, version: str) -> Path:
+        """A local directory holding the version (itself, or a cached download of it)."""
+        self.meta(name, version)
+        return self.store.fetch_dir((name, "versions", version), _cache_root() / _slug(self.store.url))
 
     def model_dir(self, name: str, version: str) -> Path:
-        self.meta(name, version)
-        return self.root / name / "versions" / version / "model"
+        return self.version_dir(name, version) / "model"
 
     def default_name(self, name: str | None = None) -> str:
         if name:
@@ -99,41 +94,38 @@ class Registry:
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise DistillError(f"cannot register {model_dir}: not a directory")
-        with self._lock():
-            vroot = self.root / name / "versions"
-            vroot.mkdir(parents=True, exist_ok=True)
-            existing = self.versions(name)
-            version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
-            tmp = Path(tempfile.mkdtemp(dir=vroot, prefix=".incoming-"))
-            try:
-                shutil.copytree(model_dir, tmp / "model")
-                write_json(tmp / "meta.json", {**meta, "name": name, "version": version, "registered": _now()})
-                os.rename(tmp, vroot / version)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        with self.store.lock():
+            existing = [v for v in self.store.dirs(name, "versions") if not v.startswith(".")]  # incomplete ones too: never reuse a number
+            version = f"v{(max(int(v[1:]) for v in existing) + 1 if existing else 1):04d}"
+            record = {**meta, "name": name, "version": version, "registered": _now()}
+            self.store.put_dir({"model": model_dir}, (name, "versions", version), META, json.dumps(record, indent=2, default=str))
             self._audit(name, {"action": "register", "version": version, "run_id": meta.get("run_id")})
             if alias:
                 self._set_alias(name, alias, version, {"action": "alias", "reason": "registered"})
         return version
 
+    def add_files(self, name: str, version: str, files: list[Path]) -> None:
+        """Add generated files (the serving hand-off) beside a version's model."""
+        target = self.store.path(name, "versions", version)
+        for f in map(Path, files):
+            if not (self.store.local and f.resolve().parent == Path(target)):  # written in place already
+                self.store.put_file(f, name, "versions", version, f.name)
+
     def promote(self, name: str, version: str, *, approver: str, alias: str = "production", **audit: Any) -> dict:
         """Move `alias` to `version`, recording who approved it and why."""
-        with self._lock():
-            self.meta(name, version)
+        with self.store.lock():
+            meta = self.meta(name, version)
             prev = self.aliases(name).get(alias)
             rec = {"action": "promote", "approver": approver, "previous": prev, **audit}
             self._set_alias(name, alias, version, rec)
             # The approver is part of the version's record too, not only of the audit log.
-            meta_path = self.root / name / "versions" / version / "meta.json"
-            meta = json.loads(meta_path.read_text())
             meta.setdefault("promotions", []).append({"alias": alias, "approver": approver, "time": _now(), **audit})
-            write_json(meta_path, meta)
+            self.store.write(json.dumps(meta, indent=2, default=str), name, "versions", version, META)
         return {"name": name, "version": version, "alias": alias, "previous": prev}
 
     def rollback(self, name: str, *, approver: str, alias: str = "production") -> dict:
         """Point `alias` back at the version it held before the last promotion."""
-        with self._lock():
+        with self.store.lock():
             current = self.aliases(name).get(alias)
             # The promotion that put `current` in place knows what stood there before it, so
             # repeated rollbacks walk back down the chain instead of flipping between two versions.
@@ -147,15 +139,18 @@ class Registry:
     def _set_alias(self, name: str, alias: str, version: str, audit: dict) -> None:
         aliases = self.aliases(name)
         aliases[alias] = version
-        write_json(self.root / name / "aliases.json", aliases)
+        self.store.write(json.dumps(aliases, indent=2), name, "aliases.json")
         self._audit(name, {**audit, "alias": alias, "version": version})
 
     def _audit(self, name: str, rec: dict) -> None:
-        with open(self.root / name / "audit.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"time": _now(), **rec}, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self.store.append(json.dumps({"time": _now(), **rec}, default=str), name, "audit.jsonl")
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _slug(url: str) -> str:
+    from distill.base import stable_hash
+
+    return "".join(c if c.isalnum() else "_" for c in url)[-40:] + "-" + stable_hash(url, 8)

@@ -232,10 +232,11 @@ def promote_task(cfg: DistillConfig, run_dir: str, decision: dict, approver: str
     from distill.handoff import write_handoff
 
     result["handoff"] = write_handoff(
-        reg.root / cfg.registry.model_name / "versions" / version,
+        reg.version_dir(cfg.registry.model_name, version),
         app_model_alias=cfg.registry.app_model_alias or cfg.registry.model_name,
         teacher_model=cfg.teacher.model, teacher_api_base=cfg.teacher.api_base,
         student_api_base=cfg.registry.student_api_base, registry_name=cfg.registry.model_name, version=version)
+    reg.add_files(cfg.registry.model_name, version, [Path(p) for p in result["handoff"].values()])
     rd.record_stage("promote", counts={}, figures=result, registry=str(reg.root))
     return result
 

@@ -77,3 +77,35 @@ def test_concurrent_promotions_stay_consistent(tmp_path):
     audit = reg.audit("m")
     assert sum(a["action"] == "promote" for a in audit) == 20
     assert not [p for p in (root / "m" / "versions").iterdir() if p.name.startswith(".")]
+
+
+def test_fsspec_url_registry(tmp_path, monkeypatch):
+    """registry.path as an fsspec URL (memory:// here; s3:// the same way): versions, aliases,
+    audit and hand-off files live in the object store, models come back through a local cache."""
+    import fsspec
+
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path / "cache"))
+    url = "memory://distill-test-registry"
+    reg = Registry(url)
+    try:
+        v1 = reg.register("m", _model(tmp_path, 1), {"run_id": "r1"})
+        v2 = reg.register("m", _model(tmp_path, 2), {"run_id": "r2"})
+        reg.promote("m", v1, approver="alice")
+        reg.promote("m", v2, approver="bob")
+        other = Registry(url)  # a second client sees the same state
+        assert other.versions("m") == ["v0001", "v0002"] and other.aliases("m")["production"] == "v0002"
+        local = other.resolve("production")
+        assert json.loads((local / "student.json").read_text())["tag"] == 2 and str(tmp_path / "cache") in str(local)
+        (tmp_path / "serve.sh").write_text("#!/bin/sh\n")
+        other.add_files("m", v2, [tmp_path / "serve.sh"])
+        fs = fsspec.filesystem("memory")
+        assert fs.exists("/distill-test-registry/m/versions/v0002/serve.sh")
+        assert not fs.exists("/distill-test-registry/.lock")  # the lease is released
+        assert other.rollback("m", approver="carol")["version"] == "v0001"
+        assert [a["action"] for a in other.audit("m")].count("promote") == 2
+        # a version whose copy never finished (no meta.json) is invisible and its number not reused
+        fs.pipe_file("/distill-test-registry/m/versions/v0003/model/student.json", b"{}")
+        assert other.versions("m") == ["v0001", "v0002"]
+        assert other.register("m", _model(tmp_path, 4), {}) == "v0004"
+    finally:
+        fsspec.filesystem("memory").rm("/distill-test-registry", recursive=True)
