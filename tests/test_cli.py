@@ -60,3 +60,27 @@ def test_predict_bad_request_line_named(tmp_path):
                  "--data-dir", str(tmp_path / "data"))
     assert p.returncode == 2 and "in.jsonl:2" in p.stderr
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_too_little_data_stops_before_training_unless_forced(tmp_path, capsys):
+    """ingest -> replay -> filter on 60 prompts: the data report's sufficiency check stops the
+    stage (exit 2, the count and --force named); --force goes on with a warning."""
+    from distill.cli import main
+
+    src = ROOT / "examples" / "banking77"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"name: t\ndata_dir: {tmp_path / 'data'}\n"
+        f"ingest:\n  source:\n    path: {src / 'prompt_log.jsonl.gz'}\n  max_records: 60\n"
+        f"teacher:\n  model: openai/reference-teacher\n  progress: false\n"
+        f"  reference_server: {{enabled: true, answers: {src / 'reference_answers.jsonl'}, port: 0, latency_ms: 1}}\n"
+        f"filter:\n  json_schema: {src / 'output_schema.json'}\n")
+    assert main(["ingest", "--config", str(cfg)]) == 0
+    assert main(["replay", "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["filter", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "kept training examples" in err and "--force" in err
+    assert main(["filter", "--config", str(cfg), "--force"]) == 0
+    assert "warning:" in capsys.readouterr().err
