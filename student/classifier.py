@@ -18,6 +18,7 @@ from typing import Any
 
 from student.base import STUDENT_META, Example, Messages
 from student.classifier_format import PLAIN, OutputFormat, categorical_labels, detect_format  # noqa: F401 (re-exported)
+from student.classifier_finalize import FinalizeMixin
 from student.encoder import (add_lora, fit_linear, head_key, layer_list, length_sorted_chunks, load_encoder, make_heads,
                              run_layers, length_bucketed_batches)
 
@@ -45,7 +46,7 @@ class _Batch:
         return _Batch(mv(self.attention_mask), mv(self.input_ids), mv(self.hidden), {k: v.to(device) for k, v in self.targets.items()})
 
 
-class ClassifierStudent:
+class ClassifierStudent(FinalizeMixin):
     kind = "classifier"
 
     def __init__(self, encoder, tokenizer, heads, fmt: OutputFormat, vocab: dict[str, list[str]], *, pooling: str, max_length: int, base_ref: dict, predict_batch_size: int = 64):
@@ -62,6 +63,9 @@ class ClassifierStudent:
         self._prefix: dict[str, Any] = {}  # example id -> [T, H] states after the frozen layers
         self._probe_heads: dict[str, Any] | None = None  # heads right after the linear probe (for interpolate)
         self.interpolate = False
+        self.use_knn = False  # choose a kNN mix on the val split in finalize() (set by create())
+        self.knn: dict[str, Any] | None = None  # chosen {"k", "temperature", "lambda"}
+        self.memory: tuple[Any, dict[str, Any]] | None = None  # (normalised train embeddings [N, H], {field: labels [N]})
         self._torch = torch
 
     # ---- construction
@@ -92,6 +96,7 @@ class ClassifierStudent:
         st.label_smoothing = cfg.label_smoothing
         st.probe_weight_decay = cfg.probe_weight_decay
         st.interpolate = cfg.interpolate
+        st.use_knn = cfg.knn
         st.frozen_layers = len(layers) - n_train if layers is not None else 0
         return st
 
@@ -236,49 +241,6 @@ class ClassifierStudent:
         self._probe_heads = {k: v.detach().clone() for k, v in self.heads.state_dict().items()}
         return acc
 
-    def finalize(self, val: list[Example]) -> dict[str, Any]:
-        """WiSE-FT: blend the linear probe (a=0) with the fine-tuned weights (a=1). LoRA's output
-        is linear in B, so scaling B by a and mixing the heads walks the line between the two;
-        pick a by validation loss. Measured on Banking77: probe and fine-tuned models err on
-        different examples, so a blend beats both."""
-        if not self.interpolate or self._probe_heads is None or not val:
-            return {}
-        tuned = self._tuned_weights()
-        scores = {}
-        for a in (0.0, 0.25, 0.5, 0.75, 1.0):
-            self._blend(tuned, a)
-            scores[a] = self.eval_loss(val)
-        best = min(scores, key=lambda a: scores[a]["val_loss"])
-        self._blend(tuned, best)
-        return {"alpha": best, **scores[best], "grid": {str(a): round(v["val_loss"], 5) for a, v in scores.items()}}
-
-    def _tuned_weights(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        lora_b = {n: p.detach().clone() for n, p in self.encoder.named_parameters() if "lora_B" in n}
-        return lora_b, {k: v.detach().clone() for k, v in self.heads.state_dict().items()}
-
-    def _blend(self, tuned: tuple[dict[str, Any], dict[str, Any]], a: float) -> None:
-        """Weights at `a` on the line probe (0) -> `tuned` (1)."""
-        lora_b, heads = tuned
-        params = dict(self.encoder.named_parameters())
-        with self._torch.no_grad():
-            for n, v in lora_b.items():
-                params[n].copy_(v * a)
-        self.heads.load_state_dict({k: (1 - a) * self._probe_heads[k] + a * heads[k] for k in heads})
-
-    def save_probe(self, path: str | Path) -> bool:
-        """Save the no-fine-tuning model: the frozen base encoder + the linear-probe heads (fit on
-        the same training data). The eval scores it beside the student, so a report can say when
-        fine-tuning the encoder bought nothing over a linear head. False if there is no probe."""
-        if self._probe_heads is None:
-            return False
-        tuned = self._tuned_weights()
-        try:
-            self._blend(tuned, 0.0)
-            self.save(path)
-        finally:
-            self._blend(tuned, 1.0)
-        return True
-
     def trainable_state(self) -> dict[str, Any]:
         """Only what training changes (LoRA + heads): small, so checkpoints are cheap."""
         sd = {f"encoder.{k}": v.detach().clone() for k, v in self.encoder.named_parameters() if v.requires_grad}
@@ -315,7 +277,13 @@ class ClassifierStudent:
         self.train_mode(False)
         with torch.inference_mode():
             for chunk in length_sorted_chunks(ids, self.predict_batch_size):
-                lg = self.logits(self.collate([ids[i] for i in chunk]))
+                z = self.embed(self.collate([ids[i] for i in chunk]))
+                lg = {f: self.heads[head_key(f)](z) for f in self.vocab}
+                if self.knn and self.memory is not None:
+                    from student.knn import mixed_probs
+
+                    q = torch.nn.functional.normalize(z, dim=-1)
+                    lg = {f: mixed_probs(lg[f], q, self.memory[0], self.memory[1][f], self.knn) for f in self.vocab}
                 best = {f: lg[f].argmax(-1).tolist() for f in self.vocab}
                 for row, i in enumerate(chunk):
                     out[i] = self.fmt.render({f: self.vocab[f][best[f][row]] for f in self.vocab})
@@ -332,6 +300,11 @@ class ClassifierStudent:
         save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, str(path / "heads.safetensors"))
         meta = {"kind": self.kind, "format": self.fmt.to_dict(), "vocab": self.vocab, "pooling": self.pooling,
                 "max_length": self.max_length, "base_model": self.base_ref, "hidden_size": self.encoder.config.hidden_size}
+        if self.knn and self.memory is not None:
+            mem, labels = self.memory
+            save_file({"embeddings": mem.detach().cpu().contiguous(), **{f"labels.{head_key(f)}": labels[f].cpu().contiguous() for f in self.vocab}},
+                      str(path / "knn.safetensors"))
+            meta["knn"] = self.knn
         # student.json last: its presence marks a complete save.
         (path / STUDENT_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
 
@@ -356,5 +329,9 @@ class ClassifierStudent:
         heads = make_heads(meta["hidden_size"], meta["vocab"])
         heads.load_state_dict(load_file(str(path / "heads.safetensors")))
         heads.eval()
-        return cls(encoder, tokenizer, heads, OutputFormat(**meta["format"]), meta["vocab"], pooling=meta["pooling"],
-                   max_length=meta["max_length"], base_ref=ref)
+        st = cls(encoder, tokenizer, heads, OutputFormat(**meta["format"]), meta["vocab"], pooling=meta["pooling"],
+                 max_length=meta["max_length"], base_ref=ref)
+        if meta.get("knn"):
+            mem = load_file(str(path / "knn.safetensors"))
+            st.knn, st.memory = meta["knn"], (mem["embeddings"], {f: mem[f"labels.{head_key(f)}"] for f in meta["vocab"]})
+        return st

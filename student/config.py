@@ -46,6 +46,7 @@ class StudentConfig(StrictModel):
     encoder_dropout: float | None = Field(0.0, ge=0, lt=1, description="Classifier: dropout inside the encoder while fine-tuning (None = the model's own, 0.1 for BERT). 0 keeps train-time features equal to those the linear-probe head was fit on; with 0.1 accuracy first dipped ~3 points.")
     probe_weight_decay: float = Field(3e-3, ge=0, description="Classifier: L2 penalty of the linear-probe fit (on standardised features); larger keeps the warm-started head from memorising the training set, leaving signal for fine-tuning.")
     interpolate: bool = Field(True, description="Classifier: after training, blend probe and fine-tuned weights (LoRA B and heads scaled by a in {0, .25, .5, .75, 1}; a=0 is the linear probe) and keep the a with the lowest validation loss (WiSE-FT).")
+    knn: bool = Field(True, description="Classifier: mix the head's probabilities with a kNN vote over the training examples' embeddings (k, temperature and weight chosen on the validation split, weight 0 = head alone; see student/knn.py). On Banking77 worth about +1 point.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Classifier: cross-entropy label smoothing.")
     max_labels: int = Field(500, ge=2, description="Classifier (kind auto): a JSON field / bare label with more distinct values than this is not categorical -> causal_lm.")
     min_examples_per_label: float = Field(2.0, ge=1, description="Classifier (kind auto): mean examples per distinct value must reach this, else the outputs are free text -> causal_lm.")

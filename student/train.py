@@ -181,7 +181,7 @@ def train_loop(student: Any, cfg: StudentConfig, train: list[Example], val: list
     else:
         st["best_step"] = st["step"]
     if val and hasattr(student, "finalize"):  # kind-specific post-processing on the val split
-        st["finalize"] = student.finalize(val)
+        st["finalize"] = student.finalize(val, train)
         if st["finalize"].get("val_loss") is not None:
             st["val"].append({"step": st["best_step"], "final": True, **{k: st["finalize"][k] for k in ("val_loss", "val_accuracy") if k in st["finalize"]}})
     return {**st, "total_steps": total, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,

@@ -96,6 +96,10 @@ def test_trains_from_scratch_loss_drops_lora_changes(tmp_path, tiny_model):
     assert (rd.path / "train" / "loss_curve.png").stat().st_size > 1000
     assert json.loads((rd.path / "train" / "metrics.json").read_text())["steps"] == m["steps"]
     assert not (rd.path / "train" / "checkpoints").exists()
+    knn = m["finalize"]["knn"]  # chosen on the val split; saved with the model only when it is used
+    meta = json.loads((rd.path / "train" / "model" / "student.json").read_text())
+    assert meta.get("knn", {}).get("lambda", 0.0) == knn["lambda"]
+    assert (rd.path / "train" / "model" / "knn.safetensors").is_file() == (knn["lambda"] > 0)
 
 
 def test_save_load_roundtrip_and_exact_rendering(tmp_path, tiny_model):

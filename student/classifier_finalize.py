@@ -1,0 +1,97 @@
+"""After training, the classifier student's last steps on the validation split: the WiSE-FT
+blend between linear probe and fine-tuned weights, the kNN mix (student/knn.py), and the export
+of the linear probe as the no-fine-tuning baseline the eval scores beside the student."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from student.base import Example
+from student.encoder import head_key, length_sorted_chunks
+
+
+class FinalizeMixin:
+    """Mixed into ClassifierStudent; uses its heads, encoder, _batches, eval_loss and save."""
+
+    def finalize(self, val: list[Example], train: list[Example] | None = None) -> dict[str, Any]:
+        """After training: the WiSE-FT blend, then the kNN mix (student/knn.py), both chosen on
+        the validation split."""
+        out = self._interpolate(val)
+        if self.use_knn and train and val:
+            out["knn"] = self._fit_knn(train, val)
+        return out
+
+    def _fit_knn(self, train: list[Example], val: list[Example]) -> dict[str, Any]:
+        from student.knn import select
+
+        torch = self._torch
+        zt, _, yt = self._embed_examples(train)
+        zv, lv, yv = self._embed_examples(val)
+        choice = select(lv, zv, yv, zt, yt)
+        self.knn = {k: choice[k] for k in ("k", "temperature", "lambda")}
+        # The memory the deployed student searches: every labelled example it was given.
+        self.memory = (torch.cat([zt, zv]), {f: torch.cat([yt[f], yv[f]]) for f in self.vocab}) if choice["lambda"] else None
+        return choice
+
+    def _embed_examples(self, examples: list[Example]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """(L2-normalised embeddings, logits per field, label ids per field), in example order."""
+        torch = self._torch
+        ids, targets = self._tensors(examples)
+        chunks = length_sorted_chunks(ids, self.predict_batch_size)
+        self.train_mode(False)
+        zs, lgs = [], []
+        with torch.inference_mode():
+            for b in self._batches(examples, chunks):
+                z = self.embed(b)
+                zs.append(z)
+                lgs.append({f: self.heads[head_key(f)](z) for f in self.vocab})
+        inv = torch.argsort(torch.tensor([i for c in chunks for i in c])).to(self.device)
+        z = torch.nn.functional.normalize(torch.cat(zs), dim=-1)[inv]
+        logits = {f: torch.cat([lg[f] for lg in lgs])[inv] for f in self.vocab}
+        labels = {f: torch.tensor([self.index[f][t[f]] for t in targets], device=self.device) for f in self.vocab}
+        return z, logits, labels
+
+    def _interpolate(self, val: list[Example]) -> dict[str, Any]:
+        """WiSE-FT: blend the linear probe (a=0) with the fine-tuned weights (a=1). LoRA's output
+        is linear in B, so scaling B by a and mixing the heads walks the line between the two;
+        pick a by validation loss. Measured on Banking77: probe and fine-tuned models err on
+        different examples, so a blend beats both."""
+        if not self.interpolate or self._probe_heads is None or not val:
+            return {}
+        tuned = self._tuned_weights()
+        scores = {}
+        for a in (0.0, 0.25, 0.5, 0.75, 1.0):
+            self._blend(tuned, a)
+            scores[a] = self.eval_loss(val)
+        best = min(scores, key=lambda a: scores[a]["val_loss"])
+        self._blend(tuned, best)
+        return {"alpha": best, **scores[best], "grid": {str(a): round(v["val_loss"], 5) for a, v in scores.items()}}
+
+    def _tuned_weights(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        lora_b = {n: p.detach().clone() for n, p in self.encoder.named_parameters() if "lora_B" in n}
+        return lora_b, {k: v.detach().clone() for k, v in self.heads.state_dict().items()}
+
+    def _blend(self, tuned: tuple[dict[str, Any], dict[str, Any]], a: float) -> None:
+        """Weights at `a` on the line probe (0) -> `tuned` (1)."""
+        lora_b, heads = tuned
+        params = dict(self.encoder.named_parameters())
+        with self._torch.no_grad():
+            for n, v in lora_b.items():
+                params[n].copy_(v * a)
+        self.heads.load_state_dict({k: (1 - a) * self._probe_heads[k] + a * heads[k] for k in heads})
+
+    def save_probe(self, path: str | Path) -> bool:
+        """Save the no-fine-tuning model: the frozen base encoder + the linear-probe heads (fit on
+        the same training data). The eval scores it beside the student, so a report can say when
+        fine-tuning the encoder bought nothing over a linear head. False if there is no probe."""
+        if self._probe_heads is None:
+            return False
+        tuned, knn = self._tuned_weights(), self.knn
+        try:
+            self._blend(tuned, 0.0)
+            self.knn = None  # the probe is the plain linear head
+            self.save(path)
+        finally:
+            self._blend(tuned, 1.0)
+            self.knn = knn
+        return True
