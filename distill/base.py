@@ -56,6 +56,11 @@ def file_hash(path: str | Path, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 
+def default_cache_dir() -> Path:
+    """$DISTILL_CACHE_DIR, else ~/.cache/distill: converted models, fetched registry versions."""
+    return Path(os.environ.get("DISTILL_CACHE_DIR") or Path.home() / ".cache" / "distill").expanduser()
+
+
 def read_jsonl(path: str | Path) -> Iterator[dict]:
     with open(path, encoding="utf-8") as f:
         for line in f:

@@ -12,20 +12,15 @@ instead of corrupting each other, and a version that failed half-way never becom
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.base import DistillError
+from distill.base import DistillError, default_cache_dir
 from distill.registry_store import Store
 
 ALIASES = ("production", "candidate")
 META = "meta.json"
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("DISTILL_CACHE_DIR") or Path.home() / ".cache" / "distill") / "registry"
 
 
 class Registry:
@@ -59,7 +54,7 @@ class Registry:
     def version_dir(self, name: str, version: str) -> Path:
         """A local directory holding the version (itself, or a cached download of it)."""
         self.meta(name, version)
-        return self.store.fetch_dir((name, "versions", version), _cache_root() / _slug(self.store.url))
+        return self.store.fetch_dir((name, "versions", version), default_cache_dir() / "registry" / _slug(self.store.url))
 
     def model_dir(self, name: str, version: str) -> Path:
         return self.version_dir(name, version) / "model"
@@ -120,7 +115,7 @@ class Registry:
             self._set_alias(name, alias, version, rec)
             # The approver is part of the version's record too, not only of the audit log.
             meta.setdefault("promotions", []).append({"alias": alias, "approver": approver, "time": _now(), **audit})
-            self.store.write(json.dumps(meta, indent=2, default=str), name, "versions", version, META)
+            self.store.write_json(meta, name, "versions", version, META)
         return {"name": name, "version": version, "alias": alias, "previous": prev}
 
     def rollback(self, name: str, *, approver: str, alias: str = "production") -> dict:
@@ -139,7 +134,7 @@ class Registry:
     def _set_alias(self, name: str, alias: str, version: str, audit: dict) -> None:
         aliases = self.aliases(name)
         aliases[alias] = version
-        self.store.write(json.dumps(aliases, indent=2), name, "aliases.json")
+        self.store.write_json(aliases, name, "aliases.json")
         self._audit(name, {**audit, "alias": alias, "version": version})
 
     def _audit(self, name: str, rec: dict) -> None:

@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from distill.base import write_json
+
 LEASE_S = 120.0
 
 
@@ -66,15 +68,11 @@ class Store:
         return dest
 
     # -- writes
-    def write(self, text: str, *parts: str) -> None:
-        p = self.path(*parts)
+    def write_json(self, obj, *parts: str) -> None:
         if self.local:
-            _mkdir(Path(p).parent)
-            tmp = f"{p}.{uuid.uuid4().hex[:8]}.tmp"
-            Path(tmp).write_text(text, encoding="utf-8")
-            os.replace(tmp, p)
+            write_json(self.path(*parts), obj)  # temp file + rename
         else:
-            self.fs.pipe_file(p, text.encode("utf-8"))
+            self.fs.pipe_file(self.path(*parts), json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode("utf-8"))
 
     def append(self, line: str, *parts: str) -> None:
         """Append one line (callers hold the lock)."""

@@ -12,12 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from distill.base import stable_hash
-
-def default_cache_dir() -> Path:
-    """$DISTILL_CACHE_DIR, else ~/.cache/distill."""
-    return Path(os.environ.get("DISTILL_CACHE_DIR") or Path.home() / ".cache" / "distill").expanduser()
-
+from distill.base import default_cache_dir, stable_hash
 
 def convert_gguf(gguf: str | Path, cache_dir: str | Path | None = None) -> Path:
     """Dequantise `gguf` once into `<cache_dir>/<stem>-<key>/`; return that HF model directory."""
