@@ -114,14 +114,18 @@ def attach_baseline(cfg: EvalConfig, rd: RunDir, report: dict, predict: Predict,
                          examples=examples, k=k, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
     res.pop("predictions")
     res["method"] = getattr(predict, "description", None) or f"base model prompted, {k}-shot"
-    report["prompted_baseline"] = res
-    m, iv = report["metrics"], report["intervals"]
-    m["prompted_baseline_agreement"] = res["agreement"]
-    m["agreement_vs_prompted_baseline_diff"] = res["diff"]
-    for key, ci in (("prompted_baseline_agreement", res["ci"]), ("agreement_vs_prompted_baseline_diff", res["diff_ci"])):
+    return record_baseline(report, "prompted", res)
+
+
+def record_baseline(report: dict, kind: str, res: dict) -> dict:
+    """Put a scored baseline in the report: slot "<kind>_baseline" and the gate metrics
+    <kind>_baseline_agreement and agreement_vs_<kind>_baseline_diff, with their intervals."""
+    report[f"{kind}_baseline"] = res
+    for key, value, ci in ((f"{kind}_baseline_agreement", res["agreement"], res["ci"]),
+                           (f"agreement_vs_{kind}_baseline_diff", res["diff"], res["diff_ci"])):
+        report["metrics"][key] = value
         if ci is not None:
-            iv[key] = ci
-    for key in ("prompted_baseline_agreement", "agreement_vs_prompted_baseline_diff"):
+            report["intervals"][key] = ci
         report.get("missing", {}).pop(key, None)
     return report
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from distill.base import read_jsonl
 from distill.rundir import RunDir
-from eval.baseline import score_baseline, verdict
+from eval.baseline import record_baseline, score_baseline, verdict
 from eval.config import EvalConfig
 
 NAME = "the linear-probe baseline"
@@ -50,10 +50,4 @@ def attach_probe_baseline(cfg: EvalConfig, rd: RunDir, report: dict) -> dict:
     res.pop("predictions")
     res["verdict"] = verdict(res["diff"], res["diff_ci"], cfg.confidence, res["n"], name=NAME, enough=ENOUGH)
     res["method"] = predict.description
-    report["probe_baseline"] = res
-    report["metrics"]["probe_baseline_agreement"] = res["agreement"]
-    report["metrics"]["agreement_vs_probe_baseline_diff"] = res["diff"]
-    for key, ci in (("probe_baseline_agreement", res["ci"]), ("agreement_vs_probe_baseline_diff", res["diff_ci"])):
-        if ci is not None:
-            report["intervals"][key] = ci
-    return report
+    return record_baseline(report, "probe", res)
