@@ -163,7 +163,7 @@ def train_remote(cfg: DistillConfig, config: str, overrides: list[str], run_dir:
     if not fr.state or not fr.state.is_completed():
         raise DistillError(f"orchestration.train_deployment {name!r}: flow run {fr.id} ended {fr.state.name if fr.state else 'without a state'}: "
                            f"{fr.state.message if fr.state else ''}")
-    entry = RunDir(run_dir).stage("train")
+    entry = rd.stage("train")  # read afresh: the other worker wrote it
     if not entry:
         raise DistillError(f"orchestration.train_deployment {name!r} completed but {run_dir} has no train stage: is the run directory on storage both workers share?")
     return entry

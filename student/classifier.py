@@ -122,12 +122,14 @@ class ClassifierStudent(FinalizeMixin):
         input_ids = torch.full(mask.shape, pad, dtype=torch.long)
         for i, x in enumerate(ids):
             input_ids[i, : len(x)] = torch.tensor(x)
-        return _Batch(mask, input_ids=input_ids, targets=self._targets(targets) if targets is not None else {})
+        # Built on the CPU, handed out on the model's device (a no-op on the CPU): every batch is
+        # where the model is, so nothing downstream moves tensors.
+        return _Batch(mask, input_ids=input_ids, targets=self._targets(targets) if targets is not None else {}).to(self.device)
 
     def collate_hidden(self, states: list[Any], targets: list[dict[str, str]]) -> _Batch:
         mask = self._mask([s.shape[0] for s in states])
         hidden = self._torch.nn.utils.rnn.pad_sequence(states, batch_first=True)
-        return _Batch(mask, hidden=hidden, targets=self._targets(targets))
+        return _Batch(mask, hidden=hidden, targets=self._targets(targets)).to(self.device)
 
     def _pool(self, out, mask):
         if self.pooling == "cls":
@@ -136,7 +138,6 @@ class ClassifierStudent(FinalizeMixin):
         return (out * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def embed(self, b: _Batch):
-        b = b.to(self.device)  # batches are built on the CPU; a no-op there
         if b.hidden is not None:  # training fast path: only the LoRA layers run
             out = run_layers(self.encoder, b.hidden, b.attention_mask, self.frozen_layers, None)
         else:
@@ -151,9 +152,11 @@ class ClassifierStudent(FinalizeMixin):
         self.encoder.to(device)
         self.heads.to(device)
 
-    def logits(self, b: _Batch) -> dict[str, Any]:
-        z = self.embed(b)
+    def head_logits(self, z) -> dict[str, Any]:
         return {f: self.heads[head_key(f)](z) for f in self.vocab}
+
+    def logits(self, b: _Batch) -> dict[str, Any]:
+        return self.head_logits(self.embed(b))
 
     # ---- training hooks (the loop in student/train.py drives these; see base.TrainableStudent)
     def _tensors(self, examples: list[Example]) -> tuple[list[list[int]], list[dict[str, str]]]:
@@ -181,7 +184,7 @@ class ClassifierStudent(FinalizeMixin):
 
             with torch.inference_mode():
                 for chunk in tqdm(length_sorted_chunks(ids, 128), desc="frozen layers", unit="batch", mininterval=2.0, leave=False):
-                    b = self.collate([ids[i] for i in chunk]).to(self.device)
+                    b = self.collate([ids[i] for i in chunk])
                     h = run_layers(self.encoder, None, b.attention_mask, 0, self.frozen_layers, input_ids=b.input_ids)
                     for row, i in enumerate(chunk):
                         self._prefix[todo[i].id] = h[row, : len(ids[i])].clone()
@@ -204,7 +207,7 @@ class ClassifierStudent(FinalizeMixin):
     def loss(self, b: _Batch):
         F = self._torch.nn.functional
         lg = self.logits(b)
-        return sum(F.cross_entropy(lg[f], b.targets[f].to(lg[f].device), label_smoothing=self.label_smoothing) for f in self.vocab)
+        return sum(F.cross_entropy(lg[f], b.targets[f], label_smoothing=self.label_smoothing) for f in self.vocab)
 
     def eval_loss(self, examples: list[Example]) -> dict[str, float]:
         """Plain cross-entropy (no smoothing) and exact-output accuracy on held-out examples."""
@@ -216,10 +219,10 @@ class ClassifierStudent(FinalizeMixin):
         with torch.inference_mode():
             for b in batches:
                 lg = self.logits(b)
-                total += float(sum(F.cross_entropy(lg[f], b.targets[f].to(lg[f].device), reduction="sum") for f in self.vocab))
-                ok = torch.ones(len(b), dtype=torch.bool)
+                total += float(sum(F.cross_entropy(lg[f], b.targets[f], reduction="sum") for f in self.vocab))
+                ok = torch.ones(len(b), dtype=torch.bool, device=self.device)
                 for f in self.vocab:
-                    ok &= (lg[f].argmax(-1) == b.targets[f].to(lg[f].device)).cpu()
+                    ok &= lg[f].argmax(-1) == b.targets[f]
                 correct += int(ok.sum())
         n = max(len(examples), 1)
         return {"val_loss": total / n, "val_accuracy": correct / n}
@@ -271,6 +274,8 @@ class ClassifierStudent(FinalizeMixin):
     def predict(self, batch: list[Messages]) -> list[str]:
         if not batch:
             return []
+        from student.knn import mixed_probs
+
         torch = self._torch
         ids = self.encode([input_text(m) for m in batch])
         out: list[str | None] = [None] * len(batch)
@@ -278,10 +283,8 @@ class ClassifierStudent(FinalizeMixin):
         with torch.inference_mode():
             for chunk in length_sorted_chunks(ids, self.predict_batch_size):
                 z = self.embed(self.collate([ids[i] for i in chunk]))
-                lg = {f: self.heads[head_key(f)](z) for f in self.vocab}
+                lg = self.head_logits(z)
                 if self.knn and self.memory is not None:
-                    from student.knn import mixed_probs
-
                     q = torch.nn.functional.normalize(z, dim=-1)
                     lg = {f: mixed_probs(lg[f], q, self.memory[0], self.memory[1][f], self.knn) for f in self.vocab}
                 best = {f: lg[f].argmax(-1).tolist() for f in self.vocab}

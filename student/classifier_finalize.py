@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from student.base import Example
-from student.encoder import head_key, length_sorted_chunks
+from student.encoder import length_sorted_chunks
 
 
 class FinalizeMixin:
@@ -44,7 +44,7 @@ class FinalizeMixin:
             for b in self._batches(examples, chunks):
                 z = self.embed(b)
                 zs.append(z)
-                lgs.append({f: self.heads[head_key(f)](z) for f in self.vocab})
+                lgs.append(self.head_logits(z))
         inv = torch.argsort(torch.tensor([i for c in chunks for i in c])).to(self.device)
         z = torch.nn.functional.normalize(torch.cat(zs), dim=-1)[inv]
         logits = {f: torch.cat([lg[f] for lg in lgs])[inv] for f in self.vocab}
