@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.rundir import RunDir  # noqa: E402
+from core.rundir import RunDir  # noqa: E402
 from ingest.config import IngestConfig  # noqa: E402
 from ingest.pipeline import run_ingest  # noqa: E402
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "teacher"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from distill.base import read_jsonl  # noqa: E402
+from core.base import read_jsonl  # noqa: E402
 from teacher.config import TeacherConfig  # noqa: E402
 from teacher.replay import run_replay  # noqa: E402
 from teacher_helpers import make_dataset  # noqa: E402

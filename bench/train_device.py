@@ -25,8 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill.base import read_jsonl, write_jsonl  # noqa: E402
-from distill.rundir import RunDir  # noqa: E402
+from core.base import read_jsonl, write_jsonl  # noqa: E402
+from core.rundir import RunDir  # noqa: E402
 
 
 def main() -> None:

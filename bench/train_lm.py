@@ -29,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from distill.base import stable_hash  # noqa: E402
+from core.base import stable_hash  # noqa: E402
 from ingest.pipeline import in_holdout  # noqa: E402
 from student.config import LoraConfig, StudentConfig  # noqa: E402
 

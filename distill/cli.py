@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from distill.base import DistillError
+from core.base import DistillError
 
 OFFLINE_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -45,7 +45,7 @@ def _config(args):
 
 
 def _stage_run_dir(args, cfg, create: bool = False):
-    from distill.rundir import RunDir
+    from core.rundir import RunDir
 
     if getattr(args, "run", None):
         rd = RunDir(args.run)
@@ -102,7 +102,7 @@ def cmd_filter(args) -> int:
 
     rd = _stage_run_dir(args, cfg)
     counts = run_filters(cfg.filter, rd, teacher=cfg.teacher, ledger_path=ledger_path(cfg))
-    report = json.loads((rd.path / "filter" / "data_report.json").read_text())
+    report = json.loads((rd.data_report).read_text())
     print(data_report_markdown(report))
     for warning in check_sufficiency(report, force=args.force):
         print(f"warning: {warning}", file=sys.stderr)
@@ -135,8 +135,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from distill.base import write_jsonl
-    from distill.registry import Registry
+    from core.base import write_jsonl
+    from registry.registry import Registry
     from student import load_student
 
     data = setup_env(args.data_dir)
@@ -175,7 +175,7 @@ def _read_requests(path: Path) -> list[list[dict]]:
 
 
 def cmd_registry(args) -> int:
-    from distill.registry import Registry
+    from registry.registry import Registry
 
     data = setup_env(args.data_dir)
     reg = Registry(args.registry or data / "registry")
@@ -212,7 +212,7 @@ def cmd_teacher_serve(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from distill.registry import Registry
+    from registry.registry import Registry
     from student.serve import serve
 
     data = setup_env(args.data_dir)

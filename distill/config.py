@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from distill.base import DistillError, PathField, StrictModel, resolve_paths, stable_hash
+from core.base import DistillError, PathField, StrictModel, resolve_paths, stable_hash
 from eval.config import EvalConfig, GateConfig
 from ingest.config import IngestConfig
 from student.config import StudentConfig

@@ -10,8 +10,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from distill.base import read_jsonl
-from distill.rundir import RunDir
+from core.base import read_jsonl
+from core.rundir import RunDir
 from eval.bootstrap import bootstrap_mean, bootstrap_paired_diff
 from eval.config import EvalConfig
 from eval.metrics import exact_match
@@ -99,7 +99,7 @@ def attach_baseline(cfg: EvalConfig, rd: RunDir, report: dict, predict: Predict,
 
     few_shot: prepend cfg.baseline_k teacher examples here. None = auto: not when the callable
     already carries its shots (student.causal_lm.prompted_baseline_predictor sets `.shots`)."""
-    preds = list(read_jsonl(rd.path / "eval" / "predictions.jsonl"))[: cfg.baseline_max_items]
+    preds = list(read_jsonl(rd.predictions))[: cfg.baseline_max_items]
     hits_all = report["details"]["agreement_hits"]
     examples = None
     own_shots = getattr(predict, "shots", None)
@@ -107,7 +107,7 @@ def attach_baseline(cfg: EvalConfig, rd: RunDir, report: dict, predict: Predict,
         few_shot = own_shots is None
     k = cfg.baseline_k if few_shot or own_shots is None else len(own_shots)
     if few_shot:
-        kept = rd.path / "filter" / "kept.jsonl"
+        kept = rd.filter_kept
         train = [r for r in read_jsonl(kept) if r.get("split") == "train" and r.get("status", "ok") == "ok"]
         examples = select_examples(train, cfg.baseline_k, cfg.seed)
     res = score_baseline(predict, [p["messages"] for p in preds], [p["teacher"] for p in preds], hits_all[: len(preds)],
@@ -136,7 +136,7 @@ def add_prompted_baseline(cfg: EvalConfig, rd: RunDir, predict: Predict, few_sho
 
     from eval.evaluate import write_report
 
-    report = json.loads((rd.path / "eval" / "report.json").read_text())
+    report = json.loads((rd.eval_report).read_text())
     attach_baseline(cfg, rd, report, predict, few_shot)
     write_report(cfg, rd, report)
     return report
@@ -147,7 +147,7 @@ def base_model_predictor(cfg: EvalConfig, rd: RunDir, base_model: str | None = N
     ~20 s, and generation is slow on CPU; keep cfg.baseline_max_items small)."""
     from student.causal_lm import prompted_baseline_predictor
 
-    train = [r for r in read_jsonl(rd.path / "filter" / "kept.jsonl") if r.get("split") == "train" and r.get("response") is not None]
+    train = [r for r in read_jsonl(rd.filter_kept) if r.get("split") == "train" and r.get("response") is not None]
     return prompted_baseline_predictor(base_model, train, cfg.baseline_k)
 
 

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from distill.base import StrictModel
+from core.base import StrictModel
 
 
 class JudgeConfig(StrictModel):

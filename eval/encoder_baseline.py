@@ -11,8 +11,8 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from distill.base import read_jsonl
-from distill.rundir import RunDir
+from core.base import read_jsonl
+from core.rundir import RunDir
 
 
 class EncoderFewShot:
@@ -64,5 +64,5 @@ class EncoderFewShot:
 
 
 def encoder_baseline_predictor(rd: RunDir, base_model: str | None, k: int, seed: int = 0) -> Any:
-    train = [r for r in read_jsonl(rd.path / "filter" / "kept.jsonl") if r.get("split") == "train" and r.get("response") is not None]
+    train = [r for r in read_jsonl(rd.filter_kept) if r.get("split") == "train" and r.get("response") is not None]
     return EncoderFewShot(train, base_model=base_model, k=k, seed=seed)

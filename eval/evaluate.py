@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from distill.base import DistillError, read_jsonl, write_json, write_jsonl
-from distill.rundir import RunDir
+from core.base import DistillError, read_jsonl, write_json, write_jsonl
+from core.rundir import STUDENT_META, RunDir
 from eval.calls import Endpoint, complete_many
 from eval.config import EvalConfig
 from eval.cost import break_even, student_cost_per_1k, teacher_cost_per_1k, token_cost, training_cost
@@ -48,10 +48,10 @@ def _read(path: Path, required: bool) -> list[dict] | None:
 
 def load_holdout(rd: RunDir) -> dict[str, Any]:
     """Holdout items with teacher answers, plus counts of holdout prompts excluded upstream."""
-    kept = _read(rd.path / "filter" / "kept.jsonl", required=True)
+    kept = _read(rd.filter_kept, required=True)
     items = [r for r in kept if r.get("split") == "holdout" and r.get("response") is not None]
-    replay = _read(rd.path / "replay" / "responses.jsonl", required=False)
-    ingest = _read(rd.path / "ingest" / "holdout.jsonl", required=False)
+    replay = _read(rd.replay_responses, required=False)
+    ingest = _read(rd.ingest_holdout, required=False)
     kept_ids = {r["id"] for r in items}
     counts: dict[str, Any] = {"evaluated": len(items)}
     if replay is not None:
@@ -67,7 +67,7 @@ def load_holdout(rd: RunDir) -> dict[str, Any]:
 
 
 def _student_kind(rd: RunDir) -> str | None:
-    meta = rd.path / "train" / "model" / "student.json"
+    meta = rd.model_dir / STUDENT_META
     try:
         return json.loads(meta.read_text()).get("kind")
     except (OSError, ValueError):
@@ -121,7 +121,7 @@ def run_eval(
     items, counts = data["items"], data["counts"]
     if not items:
         raise DistillError(
-            f"no holdout items to evaluate in {rd.path / 'filter' / 'kept.jsonl'} "
+            f"no holdout items to evaluate in {rd.filter_kept} "
             f"(teacher failed: {counts['excluded_teacher_failed']}, filtered: {counts['excluded_filtered']})")
     notes: list[str] = []
     student_ep = Endpoint(f"openai/{student_model}", student_base_url, _secret(cfg.student_api_key),
@@ -141,7 +141,7 @@ def run_eval(
         notes.append(f"{len(errors)} student requests failed (counted as disagreement); first: {errors[0]}")
     if len(errors) == len(items):
         raise DistillError(f"every student request to {student_base_url} failed; first error: {errors[0]}")
-    write_jsonl(out_dir / "predictions.jsonl", (
+    write_jsonl(rd.predictions, (
         {"id": r["id"], "messages": r["messages"], "teacher": r["response"], "student": s, **({"error": e} if e else {})}
         for r, (s, _, e) in zip(items, results)))
 
@@ -230,8 +230,8 @@ def run_eval(
         "eval", counts=counts,
         figures={k: metrics.get(k) for k in ("agreement", "latency_p95_ms", "teacher_latency_p95_ms", "cost_per_1k_usd",
                                              "teacher_cost_per_1k_usd", "cost_ratio")},
-        inputs=[rd.path / "filter" / "kept.jsonl", rd.path / "replay" / "responses.jsonl"],
-        outputs=[out_dir / "report.json", out_dir / "predictions.jsonl"], config=cfg, started=t0)
+        inputs=[rd.filter_kept, rd.replay_responses],
+        outputs=[rd.eval_report, rd.predictions], config=cfg, started=t0)
     return report
 
 
@@ -251,7 +251,7 @@ def write_report(cfg: EvalConfig, rd: RunDir, report: dict) -> None:
             report["plots"] = [str(p.relative_to(rd.path)) for p in write_plots(report, out_dir)]
         except Exception as e:  # noqa: BLE001
             report["notes"].append(f"plots failed: {type(e).__name__}: {e}")
-    write_json(out_dir / "report.json", report)
+    write_json(rd.eval_report, report)
     (out_dir / "report.md").write_text(report_markdown(report))
 
 
@@ -264,8 +264,8 @@ def evaluate_run(cfg: EvalConfig, rd: RunDir, teacher: TeacherConfig,
 
     from student.serve import StudentServer
 
-    model_dir = rd.path / "train" / "model"
-    if not (model_dir / "student.json").is_file():
+    model_dir = rd.model_dir
+    if not (model_dir / STUDENT_META).is_file():
         raise DistillError(f"no saved student at {model_dir} (run the train stage first)")
     with ExitStack() as stack:
         if teacher.api_base is None and teacher.reference_server.enabled:

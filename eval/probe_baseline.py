@@ -8,8 +8,8 @@ it is scored on every holdout item and compared with a paired bootstrap like the
 """
 from __future__ import annotations
 
-from distill.base import read_jsonl
-from distill.rundir import RunDir
+from core.base import read_jsonl
+from core.rundir import STUDENT_META, RunDir
 from eval.baseline import record_baseline, score_baseline, verdict
 from eval.config import EvalConfig
 
@@ -39,12 +39,12 @@ class ProbePredictor:
 def attach_probe_baseline(cfg: EvalConfig, rd: RunDir, report: dict) -> dict:
     """Score <run>/train/probe on the holdout and add slot "probe_baseline" and metrics
     probe_baseline_agreement, agreement_vs_probe_baseline_diff. No probe saved: nothing added."""
-    path = rd.path / "train" / "probe"
-    if cfg.baseline == "off" or not (path / "student.json").is_file():
+    path = rd.probe_dir
+    if cfg.baseline == "off" or not (path / STUDENT_META).is_file():
         return report
     n_train = (rd.stage("train") or {}).get("counts", {}).get("train_examples")
     predict = ProbePredictor(path, n_train)
-    preds = list(read_jsonl(rd.path / "eval" / "predictions.jsonl"))
+    preds = list(read_jsonl(rd.predictions))
     res = score_baseline(predict, [p["messages"] for p in preds], [p["teacher"] for p in preds], report["details"]["agreement_hits"],
                          examples=None, k=0, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
     res.pop("predictions")

@@ -53,7 +53,7 @@ def submit_approval(flow_run_id: UUID | str, *, approver: str, approved: bool, c
         raise ValueError("an approval needs a non-empty approver name")
     from prefect import get_client
 
-    from distill.base import DistillError
+    from core.base import DistillError
 
     with get_client(sync_client=True) as client:
         try:

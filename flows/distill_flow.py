@@ -13,9 +13,9 @@ from prefect.runtime import deployment, flow_run
 
 from prefect.exceptions import FlowPauseTimeout
 
-from distill.base import DistillError, write_json
+from core.base import DistillError, write_json
 from distill.config import DistillConfig, dump_yaml, load_config
-from distill.rundir import RunDir
+from core.rundir import RunDir
 from flows import tasks
 from flows.approval import request_approval
 
@@ -73,7 +73,7 @@ def distill_flow(config: str, overrides: list[str] | None = None, force: bool = 
         except FlowPauseTimeout:
             # No answer in time is a rejection: record it, then fail the run so it is visible.
             tasks.record_approval(run_dir, False, "", f"timed out after {cfg.approval.timeout_s:.0f}s", "timeout")
-            write_json(rd.path / "outcome.json", {**outcome, "approved": False, "promoted": None})
+            write_json(rd.outcome, {**outcome, "approved": False, "promoted": None})
             raise DistillError(f"approval timed out after {cfg.approval.timeout_s:.0f}s: candidate rejected, nothing promoted") from None
         source = "config" if cfg.approval.approver and approval.approver == cfg.approval.approver else "human"
         tasks.record_approval(run_dir, approval.approved, approval.approver, approval.comment, source)
@@ -86,8 +86,8 @@ def distill_flow(config: str, overrides: list[str] | None = None, force: bool = 
         logger.warning("gate FAILED: the candidate is not offered for approval and nothing is promoted")
 
     summary = _summary(rd, report, decision, outcome)
-    write_json(rd.path / "outcome.json", outcome)
-    (rd.path / "summary.md").write_text(summary)
+    write_json(rd.outcome, outcome)
+    (rd.summary).write_text(summary)
     create_markdown_artifact(key="distill-summary", markdown=summary, description=f"Distillation run {rd.run_id}")
     print(summary)
     return outcome

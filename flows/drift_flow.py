@@ -10,9 +10,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from distill.base import DistillError, read_jsonl
+from core.base import DistillError, read_jsonl
 from distill.config import DistillConfig, load_config
-from distill.registry import Registry
+from registry.registry import Registry
 from eval.drift import drift_report, user_text
 
 

@@ -14,9 +14,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from distill.base import DistillError, write_json
+from core.base import DistillError, write_json
 from distill.config import DistillConfig
-from distill.rundir import RunDir
+from core.rundir import RunDir
 
 
 def _not_user_error(task, task_run, state) -> bool:
@@ -123,7 +123,7 @@ def filter_task(cfg: DistillConfig, run_dir: str, force: bool = False) -> dict:
         # The LLM judge (when enabled) calls through the replay ledger: never paid twice.
         run_filters(cfg.filter, rd, teacher=cfg.teacher, ledger_path=ledger_path(cfg))
         entry = rd.stage("filter")
-    report_file = rd.path / "filter" / "data_report.json"
+    report_file = rd.data_report
     report = json.loads(report_file.read_text()) if report_file.is_file() else build_data_report(rd, cfg.filter)
     md = data_report_markdown(report)
     print(md)
@@ -178,7 +178,7 @@ def eval_task(cfg: DistillConfig, run_dir: str) -> dict:
     from eval.report import table_rows
 
     rd = RunDir(run_dir)
-    report_file = rd.path / "eval" / "report.json"
+    report_file = rd.eval_report
     if _done(rd, "eval") and report_file.is_file():
         return json.loads(report_file.read_text())
     # The student is served over the same OpenAI-compatible HTTP path the teacher is called
@@ -200,7 +200,7 @@ def gate_task(cfg: DistillConfig, run_dir: str, report: dict) -> dict:
     from eval.report import table_rows
 
     decision = decide(cfg.gate, report)
-    write_json(rd.stage_dir("gate") / "decision.json", decision)
+    write_json(rd.gate_decision, decision)
     create_table_artifact(key="gate-checks", table=table_rows(report, decision)["gate"], description="Promotion gate checks")
     rd.record_stage("gate", counts={"checks": len(decision["checks"]), "failed": sum(not c["passed"] for c in decision["checks"])},
                     figures={"passed": decision["passed"]}, config=cfg.gate)
@@ -209,7 +209,7 @@ def gate_task(cfg: DistillConfig, run_dir: str, report: dict) -> dict:
 
 @task(name="promote", **_opts)
 def promote_task(cfg: DistillConfig, run_dir: str, decision: dict, approver: str, comment: str) -> dict:
-    from distill.registry import Registry
+    from registry.registry import Registry
 
     rd = RunDir(run_dir)
     if not decision.get("passed"):
@@ -226,10 +226,10 @@ def promote_task(cfg: DistillConfig, run_dir: str, decision: dict, approver: str
         "approver": approver,
         "approval_comment": comment,
     }
-    version = reg.register(cfg.registry.model_name, rd.path / "train" / "model", meta, alias="candidate")
+    version = reg.register(cfg.registry.model_name, rd.model_dir, meta, alias="candidate")
     result = reg.promote(cfg.registry.model_name, version, approver=approver, comment=comment,
                          run_id=rd.run_id, gate={c["name"]: c["value"] for c in decision["checks"]})
-    from distill.handoff import write_handoff
+    from registry.handoff import write_handoff
 
     result["handoff"] = write_handoff(
         reg.version_dir(cfg.registry.model_name, version),

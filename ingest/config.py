@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, SecretStr, Tag, field_validator
 
-from distill.base import PathField, StrictModel
+from core.base import PathField, StrictModel
 
 
 class JsonlSource(StrictModel):

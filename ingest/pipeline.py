@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from distill.base import write_jsonl
-from distill.rundir import RunDir
+from core.base import write_jsonl
+from core.rundir import RunDir
 from ingest.config import IngestConfig
 from ingest.dedup import MinHasher, NearIndex, dialogue_text, exact_key, system_key
 from ingest.pii import Redactor
@@ -273,7 +273,7 @@ def run_ingest(cfg: IngestConfig, rd: RunDir) -> dict:
     t_read = time.time() - t0
 
     holdout_all = ing.carried_holdout() + ing.holdout
-    outputs = _write_outputs(cfg, rd.stage_dir(STAGE), ing, holdout_all)
+    outputs = _write_outputs(cfg, rd, ing, holdout_all)
 
     # State last: a run that failed above must not move the watermark or the golden holdout.
     wm_after = watermark
@@ -293,15 +293,15 @@ def run_ingest(cfg: IngestConfig, rd: RunDir) -> dict:
     return counts
 
 
-def _write_outputs(cfg: IngestConfig, out_dir: Path, ing: Ingestor, holdout_all: list[dict]) -> list[Path]:
-    paths = {name: out_dir / f"{name}.jsonl" for name in ("train", "holdout", "quarantine", "dropped")}
+def _write_outputs(cfg: IngestConfig, rd: RunDir, ing: Ingestor, holdout_all: list[dict]) -> list[Path]:
+    paths = {name: rd.ingest_split(name) for name in ("train", "holdout", "quarantine", "dropped")}
     write_jsonl(paths["quarantine"], ing.quarantine)
     write_jsonl(paths["dropped"], ing.dropped)
     write_jsonl(paths["train"], ing.train)
     write_jsonl(paths["holdout"], holdout_all)
     outputs = list(paths.values())
     for split, recs in (("train", ing.train), ("holdout", holdout_all)):
-        pq = out_dir / f"{split}.parquet"
+        pq = rd.ingest_split(split).with_suffix(".parquet")
         if cfg.parquet:
             from ingest.output import to_parquet
             to_parquet(recs, pq)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from distill.base import stable_hash
+from core.base import stable_hash
 
 
 class RecordError(ValueError):

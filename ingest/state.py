@@ -15,8 +15,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from distill.base import DistillError, read_jsonl, stable_hash, write_json, write_jsonl
-from distill.rundir import RunDir
+from core.base import DistillError, read_jsonl, stable_hash, write_json, write_jsonl
+from core.rundir import RunDir
 from ingest.config import IngestConfig
 
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 Messages = list[dict]  # [{"role": ..., "content": ...}, ...] as in the prompt log
 
-STUDENT_META = "student.json"  # in every saved student dir: {"kind": ..., ...}
+from core.rundir import STUDENT_META  # noqa: F401  (re-exported: every saved student dir holds it)
 
 
 @dataclass
@@ -65,7 +65,7 @@ def load_student(path: str | Path) -> Student:
     path = Path(path)
     meta_file = path / STUDENT_META
     if not meta_file.is_file():
-        from distill.base import DistillError
+        from core.base import DistillError
 
         raise DistillError(f"{path} is not a saved student (no {STUDENT_META})")
     kind = json.loads(meta_file.read_text())["kind"]
@@ -77,6 +77,6 @@ def load_student(path: str | Path) -> Student:
         from student.causal_lm import CausalLMStudent
 
         return CausalLMStudent.load(path)
-    from distill.base import DistillError
+    from core.base import DistillError
 
     raise DistillError(f"{meta_file}: unknown student kind {kind!r}")

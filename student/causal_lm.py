@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from distill.base import stable_hash
+from core.base import stable_hash
 from student.base import STUDENT_META, Example, Messages
 from student.lm_data import (ChatFormat, bake_messages, bucketed_batches, collate, encode_all,
                              prompt_tokens_saved, render_prompt)

@@ -74,7 +74,7 @@ class ClassifierStudent(FinalizeMixin):
         """A fresh student for `examples`: label vocab from the data, base encoder + LoRA, zeroed heads."""
         import torch
 
-        from distill.base import DistillError
+        from core.base import DistillError
         from student.models import resolve_base_model
 
         found = categorical_labels([e.target for e in examples], cfg.max_labels, cfg.min_examples_per_label)

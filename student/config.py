@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from distill.base import PathField, StrictModel
+from core.base import PathField, StrictModel
 
 
 class LoraConfig(StrictModel):

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from distill.base import default_cache_dir, stable_hash
+from core.base import default_cache_dir, stable_hash
 
 def convert_gguf(gguf: str | Path, cache_dir: str | Path | None = None) -> Path:
     """Dequantise `gguf` once into `<cache_dir>/<stem>-<key>/`; return that HF model directory."""

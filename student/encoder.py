@@ -8,7 +8,7 @@ import random
 def head_key(field_name: str) -> str:
     # ModuleDict keys cannot contain "."; field names are arbitrary JSON keys, so add a stable
     # hash to keep two names that sanitise alike apart.
-    from distill.base import stable_hash
+    from core.base import stable_hash
 
     return "f_" + "".join(c if c.isalnum() else "_" for c in field_name)[:40] + "_" + stable_hash(field_name, 6)
 
@@ -16,7 +16,7 @@ def head_key(field_name: str) -> str:
 def load_encoder(name_or_path: str):
     from transformers import AutoModel, AutoTokenizer
 
-    from distill.base import DistillError
+    from core.base import DistillError
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)

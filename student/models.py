@@ -10,7 +10,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.base import DistillError
+from core.base import DistillError
 
 GGUF_SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.base import DistillError, read_jsonl, stable_hash, write_json
-from distill.rundir import RunDir
+from core.base import DistillError, read_jsonl, stable_hash, write_json
+from core.rundir import STUDENT_META, RunDir
 from student.base import Example
 from student.config import StudentConfig
 
@@ -24,7 +24,7 @@ CKPT = "last.pt"
 # ----------------------------------------------------------------------------- data
 def load_examples(rd: RunDir) -> list[Example]:
     """Training pairs from filter/kept.jsonl (split == "train"; the holdout is for eval only)."""
-    path = rd.path / "filter" / "kept.jsonl"
+    path = rd.filter_kept
     if not path.is_file():
         raise DistillError(f"{path} not found: run the filter stage first")
     out = []
@@ -231,7 +231,7 @@ def run_train(cfg: StudentConfig, rd: RunDir) -> dict:
     kind = choose_kind(cfg, examples)
     train, val = split_validation(examples, cfg.val_fraction)
     out_dir = rd.stage_dir("train")
-    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir = rd.checkpoints_dir
     fingerprint = stable_hash([cfg.model_dump(mode="json"), kind, [e.id for e in train], [e.id for e in val], [e.target for e in examples]])
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -247,15 +247,15 @@ def run_train(cfg: StudentConfig, rd: RunDir) -> dict:
     if not hist.get("is_main_process", True):
         return {}  # under `accelerate launch`, only the main process writes the model and figures
 
-    model_dir = out_dir / "model"
-    tmp_dir = out_dir / "model.tmp"
+    model_dir = rd.model_dir
+    tmp_dir = model_dir.with_name("model.tmp")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     student.save(tmp_dir)
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(tmp_dir, model_dir)  # readers never see a half-written model
     if hasattr(student, "save_probe"):  # the no-fine-tuning comparator the eval scores beside the student
-        shutil.rmtree(out_dir / "probe", ignore_errors=True)
-        student.save_probe(out_dir / "probe")
+        shutil.rmtree(rd.probe_dir, ignore_errors=True)
+        student.save_probe(rd.probe_dir)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: a rerun should train afresh, not resume
 
     wall = time.time() - t0
@@ -280,10 +280,10 @@ def run_train(cfg: StudentConfig, rd: RunDir) -> dict:
                "warm_start_train_accuracy": hist.get("warm_start"), "total_steps": hist.get("total_steps"),
                "finalize": hist.get("finalize"), "stop_reason": hist.get("stop_reason"),
                "val_history": hist.get("val"), "train_losses": tl, "config": cfg.model_dump(mode="json")}
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(rd.train_metrics, metrics)
     plot_loss_curve(tl, hist.get("val", []), out_dir / "loss_curve.png", title=f"{kind} student ({rd.run_id})")
     rd.record_stage("train", counts={"train_examples": len(train), "val_examples": len(val)}, figures=figures,
-                    inputs=[rd.path / "filter" / "kept.jsonl"], outputs=[model_dir / "student.json", out_dir / "metrics.json"],
+                    inputs=[rd.filter_kept], outputs=[model_dir / STUDENT_META, rd.train_metrics],
                     config=cfg, started=t0)
     return metrics
 

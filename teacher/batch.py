@@ -12,8 +12,8 @@ import json
 import time
 from pathlib import Path
 
-from distill.base import DistillError, write_json
-from distill.rundir import RunDir
+from core.base import DistillError, write_json
+from core.rundir import RunDir
 from teacher.client import TeacherClient, TeacherUnreachable
 from teacher.config import TeacherConfig
 from teacher.ledger import request_key
@@ -78,7 +78,7 @@ def _replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: Teac
         found[k] = {**rec, "key": k, "ledger_hit": True, "cost_usd": 0.0}
     for k in found:
         progress.update(found[k])
-    state_path = rd.stage_dir("replay") / "batch.json"
+    state_path = rd.replay_batch_state
     oa = _openai_client(cfg)
     if state_path.is_file():  # resume the batch a previous run submitted (and paid for)
         _collect(cfg, oa, json.loads(state_path.read_text()), state_path, client, found, progress)

@@ -22,7 +22,7 @@ import random
 import time
 from typing import Any
 
-from distill.base import DistillError
+from core.base import DistillError
 from teacher.cost import Pricer
 from teacher.ledger import Ledger, request_key
 from teacher.limiter import Limiter

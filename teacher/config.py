@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from distill.base import PathField, StrictModel
+from core.base import PathField, StrictModel
 
 
 class FaultConfig(StrictModel):

@@ -13,8 +13,8 @@ import statistics
 from collections import Counter
 from typing import Any
 
-from distill.base import DistillError, read_jsonl, write_json
-from distill.rundir import RunDir
+from core.base import DistillError, read_jsonl, write_json
+from core.rundir import RunDir
 from teacher.filter_config import FilterConfig
 from teacher.filters.base import approx_tokens, normalize_text, parse_json, reason_code, response_text
 from teacher.filters.consistency import agreement
@@ -151,7 +151,7 @@ def _tags(rd: RunDir, kept: list[dict]) -> Counter:
     """metadata.tags (or metadata.tag) of kept train records; replay records may not carry
     metadata, so it is looked up in the ingest output by id."""
     meta = {r.get("id"): r.get("metadata") for r in kept if isinstance(r.get("metadata"), dict)}
-    ingest = rd.path / "ingest" / "train.jsonl"
+    ingest = rd.ingest_train
     if len(meta) < len(kept) and ingest.is_file():
         for r in read_jsonl(ingest):
             if isinstance(r.get("metadata"), dict):
@@ -180,8 +180,7 @@ def _sufficiency(n_train: int, cfg: FilterConfig) -> dict[str, Any]:
 
 def build_data_report(rd: RunDir, cfg: FilterConfig, stats: list[dict] | None = None, write: bool = True) -> dict:
     """Build the report from rd/filter/{kept,dropped}.jsonl; write data_report.json/.md there."""
-    fdir = rd.path / "filter"
-    kept_p, dropped_p = fdir / "kept.jsonl", fdir / "dropped.jsonl"
+    kept_p, dropped_p = rd.filter_kept, rd.filter_dropped
     if not kept_p.is_file():
         raise DistillError(f"data report: {kept_p} not found; run the filter stage first")
     kept = list(read_jsonl(kept_p))
@@ -236,10 +235,10 @@ def build_data_report(rd: RunDir, cfg: FilterConfig, stats: list[dict] | None = 
         warnings.append(report["retrieval_hint"]["message"])
     report["warnings"] = warnings
     if write:
-        write_json(fdir / "data_report.json", report)
-        tmp = fdir / ".data_report.md.tmp"
+        write_json(rd.data_report, report)
+        tmp = rd.data_report_md.with_name(".data_report.md.tmp")
         tmp.write_text(data_report_markdown(report), encoding="utf-8")
-        tmp.replace(fdir / "data_report.md")
+        tmp.replace(rd.data_report_md)
     return report
 
 

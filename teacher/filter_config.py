@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from distill.base import PathField, StrictModel
+from core.base import PathField, StrictModel
 
 # Realistic refusal/apology openers from hosted teachers. Matched case-insensitively within the
 # first `refusal.search_chars` characters. "I'm sorry to hear that" (support replies) is not here

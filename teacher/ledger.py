@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, bindparam, create_engine, event, text
 
-from distill.base import stable_hash
+from core.base import stable_hash
 
 BATCH_LEASE_S = 25 * 3600.0  # OpenAI's batch completion window is 24 h
 _meta = MetaData()

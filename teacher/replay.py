@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from distill.base import DistillError, file_hash, read_jsonl, write_jsonl
-from distill.rundir import RunDir
+from core.base import DistillError, file_hash, read_jsonl, write_jsonl
+from core.rundir import RunDir
 from teacher.client import RetryBudget, TeacherClient, TeacherUnreachable
 from teacher.config import TeacherConfig
 from teacher.cost import Pricer
@@ -31,10 +31,10 @@ ProgressHook = Callable[[int, int, float], None]  # on_progress(done, total, spe
 
 def load_prompts(rd: RunDir) -> list[dict]:
     rows: list[dict] = []
-    train = rd.path / "ingest" / "train.jsonl"
+    train = rd.ingest_train
     if not train.is_file():
         raise DistillError(f"replay needs {train} (run the ingest stage first)")
-    for path in (train, rd.path / "ingest" / "holdout.jsonl"):
+    for path in (train, rd.ingest_holdout):
         if not path.is_file():
             continue
         for i, row in enumerate(read_jsonl(path), 1):
@@ -219,10 +219,10 @@ def run_replay(cfg: TeacherConfig, rd: RunDir, ledger_path: Path, on_progress: P
         ledger.close()
     wall = time.monotonic() - t0
     records = [to_replay_record(row, rec) for row, rec in zip(rows, results)]
-    out = rd.stage_dir("replay") / "responses.jsonl"
+    out = rd.replay_responses
     write_jsonl(out, records)
     counts, figures = summarise(records, wall, client)
-    inputs = [p for p in (rd.path / "ingest" / "train.jsonl", rd.path / "ingest" / "holdout.jsonl") if p.is_file()]
+    inputs = [p for p in (rd.ingest_train, rd.ingest_holdout) if p.is_file()]
     warnings = []
     if not client.pricer.priced:
         warnings.append(f"teacher model {cfg.model!r} has no price in litellm's map and no teacher.input/output_cost_per_token: "
@@ -255,7 +255,7 @@ def replay_shard(cfg: TeacherConfig, rd: RunDir, ledger_path: Path, shard: int, 
     finally:
         ledger.close()
     records = [{**to_replay_record(row, rec), "position": i} for (i, row), rec in zip(rows, results)]
-    write_jsonl(rd.stage_dir("replay") / "shards" / f"shard-{shard}-of-{n_shards}.jsonl", records)
+    write_jsonl(rd.replay_shards / f"shard-{shard}-of-{n_shards}.jsonl", records)
     counts, figures = summarise(records, time.monotonic() - t0, client)
     return {"shard": shard, **counts, "cost_usd": figures["cost_usd_total"]}
 
@@ -263,7 +263,7 @@ def replay_shard(cfg: TeacherConfig, rd: RunDir, ledger_path: Path, shard: int, 
 def merge_shards(cfg: TeacherConfig, rd: RunDir, n_shards: int) -> dict:
     """responses.jsonl in input order from the shard files; counts and costs are the shards' own."""
     started = time.time()
-    shard_dir = rd.path / "replay" / "shards"
+    shard_dir = rd.replay_shards
     files = [shard_dir / f"shard-{k}-of-{n_shards}.jsonl" for k in range(n_shards)]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
@@ -271,12 +271,12 @@ def merge_shards(cfg: TeacherConfig, rd: RunDir, n_shards: int) -> dict:
     merged = sorted((r for f in files for r in read_jsonl(f)), key=lambda r: r.pop("position"))
     if len(merged) != len(load_prompts(rd)):
         raise DistillError(f"replay shards hold {len(merged)} records for {len(load_prompts(rd))} prompts")
-    out = rd.stage_dir("replay") / "responses.jsonl"
+    out = rd.replay_responses
     write_jsonl(out, merged)
     counts, figures = summarise(merged, 0.0, None)
     figures.pop("requests_per_s", None)
     counts["shards"] = n_shards
-    inputs = [p for p in (rd.path / "ingest" / "train.jsonl", rd.path / "ingest" / "holdout.jsonl") if p.is_file()]
+    inputs = [p for p in (rd.ingest_train, rd.ingest_holdout) if p.is_file()]
     rd.record_stage("replay", counts=counts, figures=figures, inputs=inputs, outputs=[out], config=cfg, started=started,
                     teacher={"model": cfg.model, "api_base": cfg.api_base, "mode": f"online, {n_shards} shards"})
     return {"counts": counts, "figures": figures}

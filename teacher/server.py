@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from distill.base import DistillError, read_jsonl
+from core.base import DistillError, read_jsonl
 from teacher.config import ReferenceServerConfig
 from teacher.textutil import last_user_text, messages_tokens, normalise, truncate_tokens
 

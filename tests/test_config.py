@@ -1,6 +1,6 @@
 import pytest
 
-from distill.base import DistillError
+from core.base import DistillError
 from distill.config import dump_yaml, load_config
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.registry import Registry
+from registry.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "banking77" / "distill.yaml"

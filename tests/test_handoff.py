@@ -2,7 +2,7 @@ import json
 
 import yaml
 
-from distill.handoff import write_handoff
+from registry.handoff import write_handoff
 
 
 def _version(tmp_path, kind):

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from distill.base import DistillError
-from distill.registry import Registry
+from core.base import DistillError
+from registry.registry import Registry
 
 
 def _model(tmp_path, tag):
@@ -54,7 +54,7 @@ def test_failed_copy_leaves_no_version(tmp_path):
 
 PROMOTER = """
 import sys
-from distill.registry import Registry
+from registry.registry import Registry
 reg = Registry(sys.argv[1])
 for i in range(5):
     v = reg.register("m", sys.argv[2], {"i": i})

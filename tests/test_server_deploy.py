@@ -174,7 +174,7 @@ def _approve_then_reject(env, cfg: Path, tmp_path: Path) -> None:
     _work_until(env, run_id, {"PAUSED"})
     _run(env, str(BIN / "distill"), "approve", run_id, "--approver", "bob", "--reject", "--comment", "not now")
     _work_until(env, run_id, {"COMPLETED"})
-    from distill.registry import Registry
+    from registry.registry import Registry
 
     reg = Registry(reg_dir)
     assert reg.aliases("banking77-intent")["production"] == "v0001"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterator
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.records import Item
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import IO, Iterator
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.records import Item, RecordError, from_log_object
 
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.records import (Item, RecordError, SkipRecord, content_text, make_record, normalize_messages,
                             normalize_timestamp, response_text)
 from ingest.sources.jsonl import open_log

@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Any, Iterator
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.records import (Item, RecordError, SkipRecord, make_record, normalize_messages,
                             normalize_timestamp, response_from_stored)
 from ingest.sources.sql import as_json, safe_url, stream_rows

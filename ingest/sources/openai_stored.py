@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Iterator
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.records import Item, RecordError, make_record, normalize_messages, normalize_timestamp, response_text
 
 

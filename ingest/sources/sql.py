@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any, Iterator
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.records import (Item, RecordError, make_record, normalize_messages, normalize_timestamp,
                             response_from_stored)
 

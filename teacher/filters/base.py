@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from distill.base import stable_hash
+from core.base import stable_hash
 
 
 @dataclass

@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from distill.base import DistillError
+from core.base import DistillError
 from teacher.filter_config import FilterConfig
 from teacher.filters.base import KEEP, Filter, Verdict, drop, parse_json, response_text, unwrap_fence
 from teacher.filters.schema_infer import infer_schema

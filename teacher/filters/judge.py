@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from distill.base import DistillError
+from core.base import DistillError
 from teacher.filter_config import JudgeFilterConfig
 from teacher.filters.base import Filter, Verdict, drop, response_text
 

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from distill.base import DistillError, write_json, write_jsonl
-from distill.rundir import RunDir
+from core.base import DistillError, write_json, write_jsonl
+from core.rundir import RunDir
 from teacher.filter_config import FilterConfig
 from teacher.filters.base import Filter, reason_code
 from teacher.filters.conflicts import ConflictFilter, DedupFilter
@@ -112,13 +112,13 @@ def run_filters(cfg: FilterConfig, rd: RunDir, teacher: Any = None, ledger_path:
     Returns the counts recorded in the manifest.
     """
     t0 = time.time()
-    src = rd.path / "replay" / "responses.jsonl"
+    src = rd.replay_responses
     records = _read_replay(src)
     filters = build_filters(cfg, teacher=teacher, ledger_path=ledger_path)
     kept, dropped, stats = apply_filters(records, filters)
 
     out_dir = rd.stage_dir("filter")
-    kept_path, dropped_path = out_dir / "kept.jsonl", out_dir / "dropped.jsonl"
+    kept_path, dropped_path = rd.filter_kept, rd.filter_dropped
     write_jsonl(kept_path, kept)
     write_jsonl(dropped_path, dropped)
     outputs = [kept_path, dropped_path]
@@ -142,7 +142,7 @@ def run_filters(cfg: FilterConfig, rd: RunDir, teacher: Any = None, ledger_path:
     from teacher.data_report import build_data_report
 
     report = build_data_report(rd, cfg, stats=stats)
-    outputs += [out_dir / "data_report.json", out_dir / "data_report.md"]
+    outputs += [rd.data_report, rd.data_report_md]
     figures = {
         "filters": stats,
         "format": fmt.note if fmt is not None else None,

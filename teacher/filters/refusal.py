@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from distill.base import DistillError
+from core.base import DistillError
 from teacher.filter_config import RefusalFilterConfig
 from teacher.filters.base import KEEP, Filter, Verdict, drop, response_text
 

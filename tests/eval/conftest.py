@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from distill.base import write_jsonl
-from distill.rundir import RunDir
+from core.base import write_jsonl
+from core.rundir import RunDir
 
 LABELS = ["billing", "shipping", "refund", "other"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from distill.base import write_jsonl
+from core.base import write_jsonl
 from eval.baseline import attach_baseline, few_shot_messages, no_baseline, score_baseline, select_examples, verdict
 from eval.config import EvalConfig
 from eval.report import report_markdown, summary_markdown, table_rows

@@ -6,7 +6,7 @@ import json
 import pytest
 from eval_stub_server import StubServer
 
-from distill.base import DistillError, read_jsonl
+from core.base import DistillError, read_jsonl
 from eval.config import EvalConfig, GateConfig
 from eval.evaluate import run_eval
 from eval.gate import decide
@@ -78,7 +78,7 @@ def test_run_eval_end_to_end(run_dir):
 
 
 def test_run_eval_missing_inputs_names_file(tmp_path):
-    from distill.rundir import RunDir
+    from core.rundir import RunDir
 
     rd = RunDir.create(tmp_path, "x")
     with pytest.raises(DistillError, match="kept.jsonl"):

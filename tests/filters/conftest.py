@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.base import write_jsonl
-from distill.rundir import RunDir
+from core.base import write_jsonl
+from core.rundir import RunDir
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from distill.base import write_jsonl
+from core.base import write_jsonl
 from teacher.data_report import (InsufficientDataError, build_data_report, check_sufficiency,
                                  data_report_markdown)
 from teacher.filter_config import FilterConfig

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from distill.base import DistillError
+from core.base import DistillError
 from teacher.filter_config import FilterConfig, FormatFilterConfig
 from teacher.filters.format import FormatFilter
 from teacher.filters.schema_infer import infer_schema

@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from distill.base import DistillError
+from core.base import DistillError
 from teacher.config import TeacherConfig
 from teacher.filter_config import JudgeFilterConfig
 from teacher.filters.judge import JudgeFilter, parse_score

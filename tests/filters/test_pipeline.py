@@ -1,7 +1,7 @@
 """run_filters end to end: files, manifest counts, nothing lost."""
 import json
 
-from distill.base import read_jsonl
+from core.base import read_jsonl
 from teacher.filter_config import FilterConfig
 from teacher.filters import run_filters
 
@@ -50,8 +50,8 @@ def test_counts_add_up_and_every_record_lands_somewhere(make_rd, intent_schema):
 
 def test_missing_replay_file_names_it(tmp_path):
     import pytest
-    from distill.base import DistillError
-    from distill.rundir import RunDir
+    from core.base import DistillError
+    from core.rundir import RunDir
 
     rd = RunDir.create(tmp_path, "x")
     with pytest.raises(DistillError, match="responses.jsonl"):
@@ -60,7 +60,7 @@ def test_missing_replay_file_names_it(tmp_path):
 
 def test_bad_schema_file_is_a_user_error(make_rd, tmp_path):
     import pytest
-    from distill.base import DistillError
+    from core.base import DistillError
 
     bad = tmp_path / "s.json"
     bad.write_text("{not json")

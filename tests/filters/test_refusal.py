@@ -1,6 +1,6 @@
 import pytest
 
-from distill.base import DistillError
+from core.base import DistillError
 from teacher.filter_config import RefusalFilterConfig
 from teacher.filters.refusal import RefusalFilter
 

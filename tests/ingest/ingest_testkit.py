@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distill.rundir import RunDir
+from core.rundir import RunDir
 from ingest.config import IngestConfig
 from ingest.pipeline import run_ingest
 

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.config import IngestConfig
 from ingest.records import RecordError
 from ingest.sources.litellm_spend import row_record

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.pipeline import in_holdout
 from ingest_testkit import assert_balanced, chat, read, write_log
 

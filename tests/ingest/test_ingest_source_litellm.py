@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.config import IngestConfig
 from ingest_testkit import assert_balanced
 

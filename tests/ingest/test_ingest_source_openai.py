@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlparse
 
 import pytest
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.config import IngestConfig
 from ingest.sources import iter_source
 from ingest_testkit import assert_balanced

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from distill.base import DistillError
+from core.base import DistillError
 from ingest.config import IngestConfig
 from ingest_testkit import assert_balanced
 

@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_classifier import tiny_cfg  # noqa: E402
 
-from distill.rundir import RunDir  # noqa: E402
+from core.rundir import RunDir  # noqa: E402
 from student.train import run_train  # noqa: E402
 
 run_dir, model = Path(sys.argv[1]), Path(sys.argv[2])

@@ -15,8 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from distill.base import write_jsonl  # noqa: E402
-from distill.rundir import RunDir  # noqa: E402
+from core.base import write_jsonl  # noqa: E402
+from core.rundir import RunDir  # noqa: E402
 from student.base import Example, load_student  # noqa: E402
 from student.config import StudentConfig  # noqa: E402
 from student.models import make_tiny_encoder  # noqa: E402
@@ -179,7 +179,7 @@ CHILD = textwrap.dedent(
     from student.classifier import ClassifierStudent
     from student.config import StudentConfig
     from student.train import run_train
-    from distill.rundir import RunDir
+    from core.rundir import RunDir
     if sys.argv[3] == "slow":  # make the kill land mid-training, deterministically
         orig = ClassifierStudent.loss
         def slow(self, b):
@@ -247,7 +247,7 @@ def test_two_processes_share_the_epoch_and_average_gradients(tmp_path, tiny_mode
 def test_linear_probe_is_saved_and_scored_beside_the_student(tmp_path, tiny_model):
     """The train stage keeps the no-fine-tuning comparator (frozen encoder + the probe heads) and
     the eval scores it on the holdout with a paired interval and a plain verdict."""
-    from distill.base import read_jsonl
+    from core.base import read_jsonl
     from eval.config import EvalConfig
     from eval.probe_baseline import attach_probe_baseline
 

@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from distill.rundir import RunDir
+from core.rundir import RunDir
 from teacher.config import TeacherConfig
 from teacher.replay import run_replay
 

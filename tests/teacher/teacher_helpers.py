@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.base import write_jsonl
-from distill.rundir import RunDir
+from core.base import write_jsonl
+from core.rundir import RunDir
 
 
 def make_dataset(root: Path, n: int, holdout: int = 0, unknown: int = 0) -> tuple[RunDir, Path]:

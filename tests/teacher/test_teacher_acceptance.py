@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from distill.base import read_jsonl
+from core.base import read_jsonl
 from teacher.config import TeacherConfig
 
 HERE = Path(__file__).parent

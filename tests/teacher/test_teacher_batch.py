@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from distill.base import DistillError, read_jsonl
+from core.base import DistillError, read_jsonl
 from teacher.config import TeacherConfig
 from teacher.replay import run_replay
 

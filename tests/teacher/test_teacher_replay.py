@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.base import DistillError, read_jsonl
+from core.base import DistillError, read_jsonl
 from teacher.config import TeacherConfig
 from teacher.replay import run_replay
 
@@ -112,7 +112,7 @@ def test_teacher_system_prompt_and_n_samples(dataset, serve, tmp_path):
 
 
 def test_duplicate_prompts_are_paid_once(dataset, serve, tmp_path):
-    from distill.base import write_jsonl
+    from core.base import write_jsonl
 
     rd, answers = dataset(3)
     rows = list(read_jsonl(rd.path / "ingest" / "train.jsonl"))
@@ -159,7 +159,7 @@ def test_complete_many_helper_for_other_callers_shares_the_ledger(dataset, serve
 def test_two_workers_on_one_ledger_share_the_work_and_pay_once(dataset, serve, tmp_path):
     import asyncio
 
-    from distill.base import read_jsonl as rj
+    from core.base import read_jsonl as rj
     from teacher.ledger import Ledger
     from teacher.replay import Progress, build_client, replay_online
 

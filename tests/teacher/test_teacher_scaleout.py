@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.base import read_jsonl
+from core.base import read_jsonl
 from teacher.config import TeacherConfig
 from teacher.replay import merge_shards, replay_shard
 
@@ -46,7 +46,7 @@ def test_shards_in_parallel_then_merge(dataset, serve, tmp_path):
 WORKER = """
 import json, sys
 from pathlib import Path
-from distill.rundir import RunDir
+from core.rundir import RunDir
 from teacher.config import TeacherConfig
 from teacher.replay import replay_shard
 cfg = TeacherConfig(**json.loads(sys.argv[1]))

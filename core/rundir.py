@@ -7,7 +7,10 @@ Layout (every stage owns one subdirectory and one manifest entry):
                                figures, package versions, start/finish times
         config.yaml            the resolved config the run used (secrets masked)
         ingest/  replay/  filter/  train/  eval/  gate/  promote/
+        outcome.json summary.md
 
+Every path a stage writes and another reads is a property of RunDir below, so the layout is
+defined here once; stages never join path literals onto the run directory themselves.
 Any stage can be rerun or inspected alone by pointing it at the run directory.
 """
 from __future__ import annotations
@@ -19,8 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.base import file_hash, stable_hash, write_json
+from core.base import file_hash, stable_hash, write_json
 
+STUDENT_META = "student.json"  # in every saved student dir: {"kind": ..., ...}
 STAGES = ("ingest", "replay", "filter", "train", "eval", "gate", "approve", "promote")
 _VERSIONED = ("torch", "transformers", "peft", "litellm", "prefect", "datasets", "distill-service")
 
@@ -63,6 +67,89 @@ class RunDir:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    # -- the layout: one property per hand-off file ---------------------------------------
+    def ingest_split(self, split: str) -> Path:
+        """ingest/<split>.jsonl for split in train, holdout, quarantine, dropped."""
+        return self.path / "ingest" / f"{split}.jsonl"
+
+    @property
+    def ingest_train(self) -> Path:
+        return self.ingest_split("train")
+
+    @property
+    def ingest_holdout(self) -> Path:
+        return self.ingest_split("holdout")
+
+    @property
+    def replay_responses(self) -> Path:
+        return self.path / "replay" / "responses.jsonl"
+
+    @property
+    def replay_shards(self) -> Path:
+        return self.path / "replay" / "shards"
+
+    @property
+    def replay_batch_state(self) -> Path:
+        return self.path / "replay" / "batch.json"
+
+    @property
+    def filter_kept(self) -> Path:
+        return self.path / "filter" / "kept.jsonl"
+
+    @property
+    def filter_dropped(self) -> Path:
+        return self.path / "filter" / "dropped.jsonl"
+
+    @property
+    def data_report(self) -> Path:
+        return self.path / "filter" / "data_report.json"
+
+    @property
+    def data_report_md(self) -> Path:
+        return self.path / "filter" / "data_report.md"
+
+    @property
+    def model_dir(self) -> Path:
+        """The trained student (a saved student directory with STUDENT_META)."""
+        return self.path / "train" / "model"
+
+    @property
+    def probe_dir(self) -> Path:
+        """The no-fine-tuning linear-probe baseline saved beside the student (classifier kind)."""
+        return self.path / "train" / "probe"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "train" / "checkpoints"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.path / "train" / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / "eval" / "predictions.jsonl"
+
+    @property
+    def eval_report(self) -> Path:
+        return self.path / "eval" / "report.json"
+
+    @property
+    def gate_decision(self) -> Path:
+        return self.path / "gate" / "decision.json"
+
+    @property
+    def outcome(self) -> Path:
+        return self.path / "outcome.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.md"
+
+    @property
+    def config_yaml(self) -> Path:
+        return self.path / "config.yaml"
+
     def manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"run_id": self.run_id, "stages": {}}
@@ -74,7 +161,7 @@ class RunDir:
     def set_config(self, config_hash: str, resolved_yaml: str) -> None:
         """Record the run's config. A changed config makes every finished stage stale: they are
         kept under "stale_stages" for inspection but no longer count as done."""
-        (self.path / "config.yaml").write_text(resolved_yaml)
+        self.config_yaml.write_text(resolved_yaml)
         m = self.manifest()
         if m.get("config_hash") not in (None, config_hash) and m.get("stages"):
             m["stale_stages"] = m.pop("stages")

@@ -6,7 +6,7 @@
     <root>/.lock                          one writer at a time
 
 <root> is a local directory or an fsspec URL (registry.path: s3://bucket/registry); how each
-write stays atomic on either is in distill/registry_store.py. Two promotions at once serialise
+write stays atomic on either is in registry/store.py. Two promotions at once serialise
 instead of corrupting each other, and a version that failed half-way never becomes visible.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.base import DistillError, default_cache_dir
-from distill.registry_store import Store
+from core.base import DistillError, default_cache_dir
+from registry.store import Store
 
 ALIASES = ("production", "candidate")
 META = "meta.json"
@@ -146,6 +146,6 @@ def _now() -> str:
 
 
 def _slug(url: str) -> str:
-    from distill.base import stable_hash
+    from core.base import stable_hash
 
     return "".join(c if c.isalnum() else "_" for c in url)[-40:] + "-" + stable_hash(url, 8)

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from distill.base import write_json
+from core.base import write_json
 
 LEASE_S = 120.0
 
@@ -132,7 +132,7 @@ class Store:
                 if json.loads(self.read(".lock") or "{}").get("owner") == token:
                     break
             if time.monotonic() > deadline:
-                from distill.base import DistillError
+                from core.base import DistillError
 
                 raise DistillError(f"registry {self.url}: lock held by {held.get('owner')} for over {2 * LEASE_S:.0f}s")
             time.sleep(0.2)

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import yaml
 
+from core.rundir import STUDENT_META
+
 
 def write_handoff(version_dir: Path, *, app_model_alias: str, teacher_model: str, teacher_api_base: str | None,
                   student_api_base: str = "http://127.0.0.1:8000/v1", registry_name: str, version: str) -> dict[str, str]:
     model_dir = version_dir / "model"
-    meta = json.loads((model_dir / "student.json").read_text()) if (model_dir / "student.json").is_file() else {}
+    meta_file = model_dir / STUDENT_META
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     kind = meta.get("kind", "unknown")
     student_entry = {
         "model_name": app_model_alias,
