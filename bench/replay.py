@@ -35,7 +35,7 @@ from teacher_helpers import make_dataset  # noqa: E402
 
 def start_server(answers: Path, **cfg) -> tuple[subprocess.Popen, str]:
     """The teacher in its own process, so its CPU does not share our GIL (as a hosted model would not)."""
-    p = subprocess.Popen([sys.executable, "-m", "teacher.server", "--stdin-control", "--config-json", json.dumps({"answers": str(answers), **cfg})],
+    p = subprocess.Popen([sys.executable, "-m", "teacher.reference.server", "--stdin-control", "--config-json", json.dumps({"answers": str(answers), **cfg})],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     line = p.stdout.readline()
     if not line.startswith("READY "):

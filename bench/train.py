@@ -4,7 +4,7 @@
 
 Data: examples/banking77 (reference_answers.jsonl = gold labels = what the reference teacher
 answers, joined with prompt_log.jsonl.gz for the full messages); falls back to
-/work/shared/data/banking77/train.csv. Holdout: 15 % by the ingest rule (stable_hash of the
+../shared/data/banking77/train.csv (beside the checkout). Holdout: 15 % by the ingest rule (stable_hash of the
 record id as a fraction of 16**16, below 0.15 -> holdout). With --run-dir, trains on that run's
 filter/kept.jsonl and scores on its ingest/holdout.jsonl against the reference answers.
 
@@ -32,7 +32,8 @@ from core.base import read_jsonl, stable_hash, write_jsonl  # noqa: E402
 from core.rundir import RunDir  # noqa: E402
 
 EX = ROOT / "examples" / "banking77"
-CSV = Path("/work/shared/data/banking77/train.csv")
+# The shared data directory beside the checkout (../shared/data), or $DISTILL_SHARED_DATA.
+CSV = Path(os.environ.get("DISTILL_SHARED_DATA", ROOT.parent / "shared" / "data")) / "banking77" / "train.csv"
 HOLDOUT = 0.15
 
 
@@ -103,7 +104,7 @@ def baseline(train: list[dict], hold: list[dict], cache_dir: Path, threads: int)
 def main() -> None:
     ap = argparse.ArgumentParser(description="Banking77 classifier-student bench")
     ap.add_argument("--run-dir", type=Path, help="use this run's filter/kept.jsonl + ingest/holdout.jsonl")
-    ap.add_argument("--set", action="append", default=[], metavar="student.KEY=VALUE", help="override a StudentConfig field")
+    ap.add_argument("--set", action="append", default=[], metavar="student.KEY=VALUE", help="override a ClassifierStudentConfig field")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = auto: idle cores)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N records (smoke runs)")
@@ -113,18 +114,16 @@ def main() -> None:
     import torch
     import yaml
 
-    from student.base import load_student
-    from student.config import StudentConfig
-    from student.train import run_train
-
-    from student.train import auto_threads
+    from student import load_student
+    from student.config import ClassifierStudentConfig
+    from student.train import auto_threads, run_train
 
     torch.set_num_threads(args.threads or auto_threads())
     overrides = {}
     for item in args.set:
         k, v = item.split("=", 1)
         overrides[k.removeprefix("student.")] = yaml.safe_load(v)
-    cfg = StudentConfig(**{"num_threads": args.threads, **overrides}) if args.threads else StudentConfig(**overrides)
+    cfg = ClassifierStudentConfig(**{"num_threads": args.threads, **overrides}) if args.threads else ClassifierStudentConfig(**overrides)
 
     records = load_records()
     gold = {r["id"]: r["response"] for r in records}

@@ -39,7 +39,7 @@ def main() -> None:
 
     import torch
 
-    from student.config import StudentConfig
+    from student.config import ClassifierStudentConfig
     from student.models import make_tiny_encoder
     from student.train import run_train
 
@@ -49,7 +49,7 @@ def main() -> None:
     rd = RunDir.create(tmp / "runs", "bench")
     write_jsonl(rd.path / "filter" / "kept.jsonl", [{"id": r["id"], "split": "train", "response": r["response"],
                                                       "messages": [{"role": "user", "content": r["user"]}]} for r in refs])
-    cfg = StudentConfig(base_model=str(enc), device=args.device, epochs=args.epochs, batch_size=args.batch_size,
+    cfg = ClassifierStudentConfig(base_model=str(enc), device=args.device, epochs=args.epochs, batch_size=args.batch_size,
                         train_layers=None, linear_probe_init=False, interpolate=False, val_fraction=0.05, checkpoint_every_steps=10_000)
     t0 = time.time()
     m = run_train(cfg, rd)

@@ -1,6 +1,7 @@
 """Bench: causal-LM student (SmolLM2-135M-Instruct + LoRA) on NLU++ banking, CPU.
 
     python bench/train_lm.py [--n-train 400 --epochs 2 --n-eval 150 --baseline-steps 12 ...]
+    python bench/train_lm.py --quick        # throughput only (steps 1-3 skipped): a few minutes
 
 1. Splits examples/nluplusplus/prompt_log.jsonl.gz like ingest does (15 % holdout by a stable
    hash of the id: ingest.pipeline.in_holdout), trains on a stable-hash sample of the rest.
@@ -8,9 +9,10 @@
    loss), saves it (adapter + merged), reloads the merged model and predicts the holdout sample.
 3. Quality on the holdout: parse-valid JSON rate, exact-JSON agreement (parsed objects equal),
    intent micro-F1, slot micro-F1.
-4. Throughput: ours vs a naive HF Trainer (same model, same LoRA, same tokenized rows, padded to
-   max_seq_length, random batches), alternated in short paired rounds on the same examples
-   (the shared CPU's speed drifts); real (non-pad) tokens per second, medians.
+4. Throughput: ours vs TRL's SFTTrainer configured as its docs recommend (prompt-completion data,
+   completion-only loss, padding_free=True; same model, same LoRA, same rows), alternated in short
+   paired rounds on the same examples (the shared CPU's speed drifts); real (non-pad) tokens per
+   second, medians.
 Ends with ONE JSON line of figures.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from core.base import stable_hash  # noqa: E402
 from ingest.pipeline import in_holdout  # noqa: E402
-from student.config import LoraConfig, StudentConfig  # noqa: E402
+from student.config import CausalLMStudentConfig, LoraConfig  # noqa: E402
 
 LOG = REPO / "examples" / "nluplusplus" / "prompt_log.jsonl.gz"
 
@@ -79,63 +81,62 @@ def quality(preds: list[str], golds: list[str]) -> dict:
     }
 
 
-def naive_trainer_tokens_per_s(cfg: StudentConfig, train: list[dict], steps: int, out: Path) -> dict:
-    """HF Trainer the straightforward way: every row padded to max_seq_length, random batches."""
+def trl_sft_tokens_per_s(cfg: CausalLMStudentConfig, train: list[dict], out: Path) -> dict:
+    """TRL's SFTTrainer as its docs recommend for this job: a conversational prompt-completion
+    dataset (loss on the completion only, the default for that format), padding_free=True (rows
+    concatenated, no pad tokens; transformers' SDPA path keeps them apart with a block-diagonal
+    mask built from position_ids), the same LoRA passed as peft_config. One epoch over `train`.
+    Like for like with ours: float32 and no gradient checkpointing (TRL defaults to bf16 and
+    checkpointing, both memory savers; on this CPU they would only slow it)."""
     import torch
-    from peft import LoraConfig as PeftLora, get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from datasets import Dataset
+    from peft import LoraConfig as PeftLora
+    from trl import SFTConfig, SFTTrainer
 
     from student.causal_lm import _ensure_pad, load_base
-    from student.lm_data import IGNORE, ChatFormat, encode_all
+    from student.lm_data import ChatFormat, bake_messages
 
     tok, model, _ = load_base(cfg.base_model, cfg.cache_dir)
-    fmt = ChatFormat.detect(tok)
-    _ensure_pad(tok, fmt)
+    _ensure_pad(tok, ChatFormat.detect(tok))
     torch.manual_seed(cfg.seed)
-    model = get_peft_model(model, PeftLora(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                           task_type="CAUSAL_LM", target_modules="all-linear"))
-    rows, _ = encode_all(tok, fmt, train, cfg.max_seq_length, cfg.bake_system_prompt)  # same rows as ours
-    n, fetched = cfg.max_seq_length, []  # real tokens per collated batch
-
-    def collate(batch):
-        ids = torch.full((len(batch), n), tok.pad_token_id)
-        labels = torch.full((len(batch), n), IGNORE)
-        mask = torch.zeros((len(batch), n), dtype=torch.long)
-        for i, r in enumerate(batch):
-            k = len(r["input_ids"])
-            ids[i, :k], labels[i, :k], mask[i, :k] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
-        fetched.append((int(mask.sum()), len(batch)))
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=cfg.batch_size, max_steps=steps,
-                             learning_rate=cfg.learning_rate, logging_steps=10**6, save_strategy="no", report_to=[],
-                             dataloader_num_workers=0, disable_tqdm=True, seed=cfg.seed, use_cpu=True)
-    trainer = Trainer(model=model, args=args, train_dataset=[{k: r[k] for k in ("input_ids", "labels")} for r in rows], data_collator=collate)
+    data = Dataset.from_list([{"prompt": bake_messages(e["messages"], cfg.bake_system_prompt),
+                               "completion": [{"role": "assistant", "content": e["response"]}]} for e in train])
+    args = SFTConfig(output_dir=str(out), per_device_train_batch_size=cfg.batch_size, num_train_epochs=1,
+                     learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
+                     lr_scheduler_type="linear", max_grad_norm=1.0, padding_free=True, max_length=None,
+                     completion_only_loss=True, gradient_checkpointing=False, bf16=False, use_cpu=True,
+                     logging_steps=10**6, save_strategy="no", report_to=[], disable_tqdm=True, seed=cfg.seed,
+                     dataloader_num_workers=0)
+    peft = PeftLora(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, task_type="CAUSAL_LM",
+                    target_modules=cfg.lora.target_modules or "all-linear")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
+    rows = trainer.train_dataset
+    tokens = sum(len(x) for x in rows["input_ids"])  # real tokens: padding-free has none to discount
+    labelled = sum(sum(x != -100 for x in r) for r in rows["labels"])
     trainer.train()  # runtime includes the slower first step, as ours does
     rt = trainer.state.log_history[-1]["train_runtime"]
-    # The Trainer fetches batches ahead of the step that uses them: count only the ones trained on.
-    tokens, examples = (sum(x) for x in zip(*fetched[:steps]))
-    return {"steps": steps, "train_runtime_s": round(rt, 2), "real_tokens": tokens, "padded_tokens": steps * cfg.batch_size * n,
-            "tokens_per_s": round(tokens / rt, 1), "examples_per_s": round(examples / rt, 3)}
+    return {"steps": trainer.state.global_step, "train_runtime_s": round(rt, 2), "real_tokens": tokens, "labelled_tokens": labelled,
+            "tokens_per_s": round(tokens / rt, 1), "examples_per_s": round(len(train) / rt, 3)}
 
 
-def paired_throughput(cfg: StudentConfig, train: list[dict], rounds: int, steps: int, out: Path) -> dict:
-    """Ours vs the naive Trainer, alternated round by round on the same `steps` batches of examples:
+def paired_throughput(cfg: CausalLMStudentConfig, train: list[dict], rounds: int, steps: int, out: Path) -> dict:
+    """Ours vs TRL's SFTTrainer, alternated round by round on the same `steps` batches of examples:
     on a shared CPU the available compute drifts by minutes, so back-to-back pairs compare like with like."""
     from student.causal_lm import CausalLMStudent
 
-    sub = train[: steps * cfg.batch_size]  # one epoch of `sub` = `steps` steps for both sides: same real tokens
+    sub = train[: steps * cfg.batch_size]  # one epoch of `sub` = `steps` steps for both sides: the same rows
     quick = cfg.model_copy(update={"epochs": 1.0, "checkpoint_every_steps": 10**6, "eval_every_steps": None})
-    ours, naive = [], []
+    ours, trl, last = [], [], {}
     for r in range(rounds):
         f = CausalLMStudent().fit(sub, [], quick, out / f"paired-{r}", progress=False)
         ours.append(f["tokens_per_s"])
-        n = naive_trainer_tokens_per_s(cfg, sub, steps, out / f"naive-{r}")
-        naive.append(n["tokens_per_s"])
-        print(f"paired round {r}: ours {ours[-1]} tok/s, naive {naive[-1]} tok/s (padded {n['padded_tokens']} for {n['real_tokens']} real)", flush=True)
+        last = trl_sft_tokens_per_s(cfg, sub, out / f"trl-{r}")
+        trl.append(last["tokens_per_s"])
+        print(f"paired round {r}: ours {ours[-1]} tok/s ({f['train_tokens']} tokens), TRL SFTTrainer {trl[-1]} tok/s "
+              f"({last['real_tokens']} tokens, {last['steps']} steps)", flush=True)
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    return {"ours_tokens_per_s": med(ours), "naive_tokens_per_s": med(naive), "speedup": round(med([o / n for o, n in zip(ours, naive)]), 2),
-            "rounds": rounds, "steps_per_side": steps, "ours_all": ours, "naive_all": naive}
+    return {"ours_tokens_per_s": med(ours), "trl_tokens_per_s": med(trl), "speedup": round(med([o / t for o, t in zip(ours, trl)]), 2),
+            "rounds": rounds, "steps_per_side": steps, "ours_all": ours, "trl_all": trl, "trl_real_tokens": last.get("real_tokens")}
 
 
 def main() -> None:
@@ -148,7 +149,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--max-seq-length", type=int, default=128)
     ap.add_argument("--baseline-steps", type=int, default=6, help="steps per side in each paired throughput round")
-    ap.add_argument("--paired-rounds", type=int, default=3, help="alternating ours/naive throughput rounds (median reported)")
+    ap.add_argument("--paired-rounds", type=int, default=3, help="alternating ours/TRL throughput rounds (median reported)")
+    ap.add_argument("--quick", action="store_true", help="throughput rounds only: no full fit, no holdout generation")
     ap.add_argument("--threads", type=int, default=1, help="torch threads; on a shared, oversubscribed CPU 1 beat 2 by 4x here")
     ap.add_argument("--out", type=Path, default=None, help="work dir (checkpoints, saved model); default: a temp dir")
     a = ap.parse_args()
@@ -163,40 +165,41 @@ def main() -> None:
     train, val = pool[: a.n_train], pool[a.n_train: a.n_train + a.n_val]
     hold_eval = hold[: a.n_eval] if a.n_eval else hold
     out = a.out or Path(tempfile.mkdtemp(prefix="bench-lm-"))
-    cfg = StudentConfig(kind="causal_lm", batch_size=a.batch_size, epochs=a.epochs, learning_rate=a.lr, max_seq_length=a.max_seq_length,
-                        max_new_tokens=64, eval_every_steps=max(1, len(train) // a.batch_size // 2), early_stopping_patience=2,
-                        checkpoint_every_steps=25, warmup_ratio=0.05, seed=0, lora=LoraConfig(r=16, alpha=32, dropout=0.05))
+    cfg = CausalLMStudentConfig(batch_size=a.batch_size, epochs=a.epochs, learning_rate=a.lr, max_seq_length=a.max_seq_length,
+                                max_new_tokens=64, eval_every_steps=max(1, len(train) // a.batch_size // 2), early_stopping_patience=2,
+                                checkpoint_every_steps=25, warmup_ratio=0.05, seed=0, lora=LoraConfig(r=16, alpha=32, dropout=0.05))
     t0 = time.time()
-    student = CausalLMStudent()
-    figs = student.fit(train, val, cfg, out / "work")
-    print(f"fit: {json.dumps({k: v for k, v in figs.items() if k != 'val_history'})}", flush=True)
-    student.save(out / "model")
-    loaded = CausalLMStudent.load(out / "model")
-    t1 = time.time()
-    preds = loaded.predict([e["messages"] for e in hold_eval])
-    gen_s = time.time() - t1
-    q = quality(preds, [e["response"] for e in hold_eval])
-    gen_tokens = sum(len(loaded.tok(p, add_special_tokens=False)["input_ids"]) + 1 for p in preds)
-    bad = [(e["id"], p) for e, p in zip(hold_eval, preds) if parse(p) is None][:3]
-    print(f"quality: {json.dumps(q)}  unparseable examples: {bad}", flush=True)
-    del loaded
+    result: dict = {"bench": "train_lm", "model": "SmolLM2-135M-Instruct (bundled) + LoRA r16 all-linear",
+                    "baseline": "trl.SFTTrainer (prompt-completion, completion-only loss, padding_free=True, fp32, no grad checkpointing)",
+                    "threads": torch.get_num_threads(), "quick": a.quick}
+    if not a.quick:
+        student = CausalLMStudent()
+        figs = student.fit(train, val, cfg, out / "work")
+        print(f"fit: {json.dumps({k: v for k, v in figs.items() if k != 'val_history'})}", flush=True)
+        student.save(out / "model")
+        loaded = CausalLMStudent.load(out / "model")
+        t1 = time.time()
+        preds = loaded.predict([e["messages"] for e in hold_eval])
+        gen_s = time.time() - t1
+        q = quality(preds, [e["response"] for e in hold_eval])
+        gen_tokens = sum(len(loaded.tok(p, add_special_tokens=False)["input_ids"]) + 1 for p in preds)
+        bad = [(e["id"], p) for e, p in zip(hold_eval, preds) if parse(p) is None][:3]
+        print(f"quality: {json.dumps(q)}  unparseable examples: {bad}", flush=True)
+        del loaded
+        result.update({
+            "train_examples": len(train), "val_examples": len(val), "holdout_eval_examples": len(hold_eval), "holdout_total": len(hold),
+            "epochs": a.epochs, "steps": figs["steps"], "best_step": figs["best_step"], "stopped_early": figs["stopped_early"],
+            "train_loss": figs["train_loss"], "val_loss": figs["val_loss"], "fit_wall_s": figs["wall_s"],
+            "full_run_tokens_per_s": figs["tokens_per_s"], "full_run_examples_per_s": figs["examples_per_s"],
+            "prompt_tokens_saved_per_request": figs["prompt_tokens_saved_per_request"],
+            **q, "generate_s": round(gen_s, 1), "generated_tokens_per_s": round(gen_tokens / gen_s, 1)})
     pair = paired_throughput(cfg, train, a.paired_rounds, a.baseline_steps, out / "throughput")
-    print(f"{'(median of ' + str(a.paired_rounds) + ' rounds)':28}{'ours':>10}{'naive':>10}\n{'train tokens/s (real)':28}"
-          f"{pair['ours_tokens_per_s']:>10}{pair['naive_tokens_per_s']:>10}   speedup x{pair['speedup']}", flush=True)
-    result = {
-        "bench": "train_lm", "model": "SmolLM2-135M-Instruct (bundled) + LoRA r16 all-linear", "threads": torch.get_num_threads(),
-        "train_examples": len(train), "val_examples": len(val), "holdout_eval_examples": len(hold_eval), "holdout_total": len(hold),
-        "epochs": a.epochs, "steps": figs["steps"], "best_step": figs["best_step"], "stopped_early": figs["stopped_early"],
-        "train_loss": figs["train_loss"], "val_loss": figs["val_loss"], "fit_wall_s": figs["wall_s"],
-        "tokens_per_s": pair["ours_tokens_per_s"], "naive_trainer_tokens_per_s": pair["naive_tokens_per_s"],
-        "speedup_vs_naive": pair["speedup"], "paired_rounds": pair["rounds"], "paired_steps_per_side": pair["steps_per_side"],
-        "full_run_tokens_per_s": figs["tokens_per_s"], "full_run_examples_per_s": figs["examples_per_s"],
-        "prompt_tokens_saved_per_request": figs["prompt_tokens_saved_per_request"],
-        **q, "generate_s": round(gen_s, 1), "generated_tokens_per_s": round(gen_tokens / gen_s, 1),
-        "total_wall_s": round(time.time() - t0, 1),
-    }
+    print(f"{'(median of ' + str(a.paired_rounds) + ' rounds)':28}{'ours':>10}{'TRL SFT':>10}\n{'train tokens/s (real)':28}"
+          f"{pair['ours_tokens_per_s']:>10}{pair['trl_tokens_per_s']:>10}   ours/TRL x{pair['speedup']}", flush=True)
+    result.update({"tokens_per_s": pair["ours_tokens_per_s"], "trl_sft_tokens_per_s": pair["trl_tokens_per_s"],
+                   "speedup_vs_trl_sft": pair["speedup"], "paired_rounds": pair["rounds"], "paired_steps_per_side": pair["steps_per_side"],
+                   "ours_all": pair["ours_all"], "trl_all": pair["trl_all"], "total_wall_s": round(time.time() - t0, 1)})
     print(json.dumps(result))
-
 
 if __name__ == "__main__":
     main()

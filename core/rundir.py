@@ -169,6 +169,12 @@ class RunDir:
         m["config_hash"] = config_hash
         self._write(m)
 
+    def forget(self, stage: str) -> None:
+        """Drop a stage's entry so it counts as not done (`distill <stage> --redo`); files stay."""
+        m = self.manifest()
+        if m.get("stages", {}).pop(stage, None) is not None:
+            self._write(m)
+
     def record_stage(
         self,
         stage: str,

@@ -46,21 +46,33 @@ def _config(args):
 
 def _stage_run_dir(args, cfg, create: bool = False):
     from core.rundir import RunDir
+    from distill.stages import newest_run_dir
 
     if getattr(args, "run", None):
         rd = RunDir(args.run)
         if not rd.manifest_path.is_file():
             raise DistillError(f"--run {args.run}: not a run directory (no manifest.json)")
-        return rd
-    if create:
-        return RunDir.create(cfg.runs_path, cfg.name)
-    runs = sorted(cfg.runs_path.glob(f"{cfg.name}-*"), key=lambda p: p.stat().st_mtime) if cfg.runs_path.is_dir() else []
-    if not runs:
-        raise DistillError(f"no run directory for {cfg.name!r} under {cfg.runs_path}: pass --run DIR or run `distill ingest` first")
-    return RunDir(runs[-1])
+    elif create:
+        rd = RunDir.create(cfg.runs_path, cfg.name)
+    else:
+        rd = newest_run_dir(cfg)
+    if rd.manifest().get("config_hash") is None:
+        # The record the flow makes at its start. Later verbs on the same run leave it alone, so
+        # `--set eval.x=...` on an evaluated run re-evaluates without invalidating its training.
+        from distill.config import dump_yaml
+
+        rd.set_config(cfg.hash(), dump_yaml(cfg))
+    if getattr(args, "redo", False):
+        rd.forget(args.verb.replace("evaluate", "eval"))
+    return rd
 
 
-# -- verbs ------------------------------------------------------------------------------------
+def _show(rd, result) -> int:
+    print(f"run directory: {rd.path}\n{json.dumps(result, indent=2, default=str)}")
+    return 0
+
+
+# -- verbs: each stage verb is one call of its runner in distill/stages.py ---------------------
 def cmd_run(args) -> int:
     cfg = _config(args)
     from flows.distill_flow import distill_flow
@@ -71,67 +83,33 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_ingest(args) -> int:
+def cmd_stage(args) -> int:
+    """ingest | replay | filter | train | evaluate | gate on one run directory."""
+    from distill import stages
+
     cfg = _config(args)
-    from ingest.pipeline import run_ingest
+    rd = _stage_run_dir(args, cfg, create=args.verb == "ingest")
+    if args.verb == "ingest":
+        return _show(rd, stages.ingest(cfg, rd))
+    if args.verb == "train":
+        return _show(rd, stages.train(cfg, rd))
+    if args.verb == "gate":
+        from eval.report import summary_markdown
 
-    rd = _stage_run_dir(args, cfg, create=True)
-    counts = run_ingest(cfg.ingest, rd)
-    print(f"run directory: {rd.path}\n{json.dumps(counts, indent=2, default=str)}")
-    return 0
+        decision = stages.gate(cfg, rd)
+        print(summary_markdown(rd.manifest(), json.loads(rd.eval_report.read_text()), decision))
+        return 0 if decision["passed"] else 1
+    with stages.teacher_endpoint(cfg):  # the stages that call the teacher
+        if args.verb == "replay":
+            return _show(rd, stages.replay(cfg, rd))
+        if args.verb == "filter":
+            return _show(rd, stages.filter_outputs(cfg, rd, force=args.force, warn=lambda m: print(m, file=sys.stderr)))
+        from eval.gate import decide
+        from eval.report import summary_markdown
 
-
-def cmd_replay(args) -> int:
-    cfg = _config(args)
-    from flows.distill_flow import teacher_endpoint
-    from flows.tasks import ledger_path
-    from teacher.replay import run_replay
-
-    rd = _stage_run_dir(args, cfg)
-    with teacher_endpoint(cfg):
-        counts = run_replay(cfg.teacher, rd, ledger_path=ledger_path(cfg))
-    print(f"run directory: {rd.path}\n{json.dumps(counts, indent=2, default=str)}")
-    return 0
-
-
-def cmd_filter(args) -> int:
-    cfg = _config(args)
-    from flows.tasks import ledger_path
-    from teacher.data_report import check_sufficiency, data_report_markdown
-    from teacher.filters import run_filters
-
-    rd = _stage_run_dir(args, cfg)
-    counts = run_filters(cfg.filter, rd, teacher=cfg.teacher, ledger_path=ledger_path(cfg))
-    report = json.loads((rd.data_report).read_text())
-    print(data_report_markdown(report))
-    for warning in check_sufficiency(report, force=args.force):
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"run directory: {rd.path}\n{json.dumps(counts, indent=2, default=str)}")
-    return 0
-
-
-def cmd_train(args) -> int:
-    cfg = _config(args)
-    from student.train import run_train
-
-    rd = _stage_run_dir(args, cfg)
-    figures = run_train(cfg.student, rd)
-    print(f"run directory: {rd.path}\n{json.dumps(figures, indent=2, default=str)}")
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    cfg = _config(args)
-    from eval.baseline import choose_baseline
-    from eval.evaluate import evaluate_run
-    from eval.gate import decide
-    from eval.report import summary_markdown
-
-    rd = _stage_run_dir(args, cfg)
-    kind = rd.stage("train").get("figures", {}).get("kind")
-    report = evaluate_run(cfg.eval, rd, cfg.teacher, baseline_predict=choose_baseline(cfg.eval, rd, kind, cfg.student.base_model))
-    print(summary_markdown(rd.manifest(), report, decide(cfg.gate, report)))
-    return 0
+        report = stages.evaluate(cfg, rd)
+        print(summary_markdown(rd.manifest(), report, decide(cfg.gate, report)))
+        return 0
 
 
 def cmd_predict(args) -> int:
@@ -194,7 +172,13 @@ def cmd_registry(args) -> int:
             raise DistillError(f"model {name!r} has no production version; name one")
         print(json.dumps({"meta": reg.meta(name, version), "aliases": reg.aliases(name), "path": str(reg.model_dir(name, version))}, indent=2, default=str))
     elif args.action == "promote":
-        print(json.dumps(reg.promote(name, args.version, approver=args.approver, alias=args.alias, comment=args.comment or "manual promote")))
+        from registry.promote import promote_version
+
+        if not args.version:
+            raise DistillError("distill registry promote: name the version (e.g. v0002) or alias to promote")
+        version = reg.aliases(name).get(args.version, args.version)
+        print(json.dumps(promote_version(reg, name, version, approver=args.approver, alias=args.alias,
+                                         comment=args.comment or "manual promote")))
     elif args.action == "rollback":
         print(json.dumps(reg.rollback(name, approver=args.approver, alias=args.alias)))
     return 0
@@ -202,7 +186,7 @@ def cmd_registry(args) -> int:
 
 def cmd_teacher_serve(args) -> int:
     cfg = _config(args)
-    from teacher.server import ReferenceTeacher
+    from teacher.reference.server import ReferenceTeacher
 
     ref = cfg.teacher.reference_server
     if args.port is not None:
@@ -217,7 +201,8 @@ def cmd_serve(args) -> int:
 
     data = setup_env(args.data_dir)
     model_path = Registry(args.registry or data / "registry").resolve(args.model, args.name)
-    serve(model_path, host=args.host, port=args.port, api_key=os.environ.get("DISTILL_SERVE_API_KEY"))
+    serve(model_path, host=args.host, port=args.port, api_key=os.environ.get("DISTILL_SERVE_API_KEY"),
+          allow_unauthenticated=args.allow_unauthenticated)
     return 0
 
 
@@ -255,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
         if run_dir:
             sp.add_argument("--run", help="run directory to work in (default: the newest run of this config's name)")
+            sp.add_argument("--redo", action="store_true", help="run the stage again even if the run directory records it as done")
         return sp
 
     def with_data(sp):
@@ -266,14 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(sub.add_parser("run", help="run the whole flow: ingest -> ... -> promote"))
     sp.add_argument("--force", action="store_true", help="train even when the data report says there is too little data")
     sp.set_defaults(fn=cmd_run)
-    sp = with_config(sub.add_parser("ingest", help="ingest logs into a new run directory"), run_dir=True)
-    sp.set_defaults(fn=cmd_ingest)
-    with_config(sub.add_parser("replay", help="replay a run's prompts through the teacher"), run_dir=True).set_defaults(fn=cmd_replay)
+    with_config(sub.add_parser("ingest", help="ingest logs into a new run directory"), run_dir=True).set_defaults(fn=cmd_stage)
+    with_config(sub.add_parser("replay", help="replay a run's prompts through the teacher"), run_dir=True).set_defaults(fn=cmd_stage)
     sp = with_config(sub.add_parser("filter", help="filter a run's teacher outputs and print the data report"), run_dir=True)
     sp.add_argument("--force", action="store_true", help="do not stop on too little data")
-    sp.set_defaults(fn=cmd_filter)
-    with_config(sub.add_parser("train", help="train the student of a run"), run_dir=True).set_defaults(fn=cmd_train)
-    with_config(sub.add_parser("evaluate", help="evaluate a run's student against its teacher"), run_dir=True).set_defaults(fn=cmd_evaluate)
+    sp.set_defaults(fn=cmd_stage)
+    with_config(sub.add_parser("train", help="train the student of a run"), run_dir=True).set_defaults(fn=cmd_stage)
+    with_config(sub.add_parser("evaluate", help="evaluate a run's student against its teacher"), run_dir=True).set_defaults(fn=cmd_stage)
+    with_config(sub.add_parser("gate", help="apply the promotion policy to a run's eval report (exit 1 when it fails)"), run_dir=True).set_defaults(fn=cmd_stage)
 
     sp = with_data(sub.add_parser("predict", help="student inference over a JSONL of {messages}"))
     sp.add_argument("--model", required=True, help="alias (production, candidate), version (v0001), or a path")
@@ -298,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default="production")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--allow-unauthenticated", action="store_true",
+                    help="serve on a non-loopback --host without DISTILL_SERVE_API_KEY (anyone who can reach it may call it)")
     sp.set_defaults(fn=cmd_serve)
 
     sp = with_config(sub.add_parser("deploy", help="register the nightly and manual deployments on the Prefect server at PREFECT_API_URL"))

@@ -16,8 +16,9 @@ from pydantic import Field, ValidationError
 from core.base import DistillError, PathField, StrictModel, resolve_paths, stable_hash
 from eval.config import EvalConfig, GateConfig
 from ingest.config import IngestConfig
-from student.config import StudentConfig
+from student.config import AutoStudentConfig, StudentConfig
 from teacher.config import TeacherConfig
+from teacher.reference.config import ReferenceTeacherConfig
 from teacher.filter_config import FilterConfig
 
 ENV_PREFIX = "DISTILL__"
@@ -47,8 +48,9 @@ class DistillConfig(StrictModel):
     data_dir: str = Field(".distill", description="Project-local data directory (Prefect home, runs, registry, replay ledger); relative to the working directory.")
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    reference_teacher: ReferenceTeacherConfig = Field(default_factory=ReferenceTeacherConfig, description="The offline reference teacher (demos, tests): when enabled, the run starts it and points teacher.api_base at it.")
     filter: FilterConfig = Field(default_factory=FilterConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
+    student: StudentConfig = Field(default_factory=AutoStudentConfig, description="The student model and its training (discriminated on `kind`; auto picks from the data).")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
@@ -139,11 +141,33 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, env
     return cfg
 
 
+def _user_loc(loc: tuple) -> list:
+    """The key path as the user writes it: pydantic puts the variant's tag after a field of a
+    discriminated union (student.auto.epocs); drop it (student.epocs)."""
+    import typing
+
+    out, model = [], DistillConfig
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        out.append(part)
+        field = getattr(model, "model_fields", {}).get(part) if isinstance(part, str) else None
+        variants = {}  # tag -> model, for a field typed Union[Annotated[Model, Tag(...)], ...]
+        for arg in typing.get_args(field.annotation) if field else ():
+            inner = typing.get_args(arg)
+            variants.update({m.tag: inner[0] for m in inner[1:] if hasattr(m, "tag")})
+        if parts and parts[0] in variants:
+            model = variants[parts.pop(0)]
+        else:
+            model = field.annotation if field and isinstance(field.annotation, type) else None
+    return out
+
+
 def _format_validation(e: ValidationError, path: Path | None) -> str:
     where = str(path) if path else "config"
     lines = [f"invalid config ({where}):"]
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = ".".join(str(x) for x in _user_loc(err["loc"]))
         if err["type"] == "extra_forbidden":
             lines.append(f"  unknown key '{loc}' (check spelling; see README configuration reference)")
         else:

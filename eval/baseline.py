@@ -15,6 +15,7 @@ from core.rundir import RunDir
 from eval.bootstrap import bootstrap_mean, bootstrap_paired_diff
 from eval.config import EvalConfig
 from eval.metrics import exact_match
+from eval.progress import bar
 
 Predict = Callable[[list[dict]], str]
 
@@ -68,6 +69,8 @@ def score_baseline(
     samples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    progress: bool = True,
+    desc: str = "eval: baseline",
 ) -> dict[str, Any]:
     """Agreement of predict() with the teacher, and its paired difference with the student's hits
     on the same items. examples=None means predict() already adds its own k shots."""
@@ -76,13 +79,15 @@ def score_baseline(
     errors = 0
     batch_fn = getattr(predict, "predict_batch", None)  # batched generation is far faster on CPU
     step = getattr(predict, "batch_size", 8) if batch_fn else 1
-    for i in range(0, len(prompts), step):
-        chunk = prompts[i:i + step]
-        try:
-            preds += list(batch_fn(chunk)) if batch_fn else [predict(chunk[0])]
-        except Exception:  # noqa: BLE001 - a failed generation counts as disagreement, not a crash
-            preds += [None] * len(chunk)
-            errors += len(chunk)
+    with bar(len(prompts), desc, progress, unit="item") as pb:
+        for i in range(0, len(prompts), step):
+            chunk = prompts[i:i + step]
+            try:
+                preds += list(batch_fn(chunk)) if batch_fn else [predict(chunk[0])]
+            except Exception:  # noqa: BLE001 - a failed generation counts as disagreement, not a crash
+                preds += [None] * len(chunk)
+                errors += len(chunk)
+            pb.update(len(chunk))
     hits = exact_match(preds, teacher)
     agree = bootstrap_mean(hits, samples=samples, confidence=confidence, seed=seed)
     diff = bootstrap_paired_diff(student_hits, hits, samples=samples, confidence=confidence, seed=seed)
@@ -111,7 +116,8 @@ def attach_baseline(cfg: EvalConfig, rd: RunDir, report: dict, predict: Predict,
         train = [r for r in read_jsonl(kept) if r.get("split") == "train" and r.get("status", "ok") == "ok"]
         examples = select_examples(train, cfg.baseline_k, cfg.seed)
     res = score_baseline(predict, [p["messages"] for p in preds], [p["teacher"] for p in preds], hits_all[: len(preds)],
-                         examples=examples, k=k, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
+                         examples=examples, k=k, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed,
+                         progress=cfg.progress, desc="eval: prompted baseline")
     res.pop("predictions")
     res["method"] = getattr(predict, "description", None) or f"base model prompted, {k}-shot"
     return record_baseline(report, "prompted", res)
@@ -134,7 +140,7 @@ def add_prompted_baseline(cfg: EvalConfig, rd: RunDir, predict: Predict, few_sho
     """Attach a baseline to an existing <run>/eval/report.json (rerunnable after run_eval) and rewrite the report files."""
     import json
 
-    from eval.evaluate import write_report
+    from eval.report import write_report
 
     report = json.loads((rd.eval_report).read_text())
     attach_baseline(cfg, rd, report, predict, few_shot)

@@ -40,6 +40,7 @@ class EvalConfig(StrictModel):
     baseline_k: int = Field(5, ge=0, description="Few-shot teacher examples given to the prompted base model (prompted baseline).")
     baseline_max_items: int = Field(100, ge=1, description="Holdout items scored by the prompted baseline (the first ones). The CPU causal LM takes seconds per item; fewer items give a wider interval.")
     plots: bool = Field(True, description="Write PNG plots (latency, cost, per-field accuracy) to <run>/eval/.")
+    progress: bool = Field(True, description="Show tqdm progress bars (rate, ETA) on stderr for predictions, latency probes, the judge and baselines.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Optional pairwise LLM judge.")
 
 

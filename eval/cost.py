@@ -1,30 +1,17 @@
 """Cost per 1k requests for teacher and student, training cost, amortisation and break-even.
 
 Teacher: what the replay actually paid per request (litellm price map or the teacher's custom
-per-token prices, already in each replay record's cost_usd), so the figure reflects the logged
+per-token prices via core.llm's one price function, already in each replay record's cost_usd), so the figure reflects the logged
 prompt mix rather than the few timing prompts. Student: hardware $/hour spread over the measured
 throughput, i.e. the price of a fully-utilised replica (an idle replica costs more per request;
 the report says so).
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
-
-def token_cost(model: str, prompt_tokens: float, completion_tokens: float, input_cost: float | None, output_cost: float | None) -> float | None:
-    """USD for the given tokens: custom per-token prices if set, else litellm's price map; None if unpriced."""
-    if input_cost is not None or output_cost is not None:
-        return prompt_tokens * (input_cost or 0.0) + completion_tokens * (output_cost or 0.0)
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    try:
-        p, c = litellm.cost_per_token(model=model, prompt_tokens=int(prompt_tokens), completion_tokens=int(completion_tokens))
-        return float(p + c)
-    except Exception:  # noqa: BLE001 - unmapped model (ModelNotMappedError and friends) means unpriced
-        return None
+from core.llm import token_cost
 
 
 def teacher_cost_per_1k(replay: Sequence[dict], model: str, input_cost: float | None, output_cost: float | None) -> dict[str, Any]:

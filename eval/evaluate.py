@@ -4,11 +4,14 @@ Reads  <run>/filter/kept.jsonl (holdout teacher answers), <run>/replay/responses
 excluded and what the teacher cost), <run>/ingest/holdout.jsonl (gold labels / recorded
 responses, optional), <run>/train/model/student.json and the train stage's wall_s (optional).
 Writes <run>/eval/predictions.jsonl, report.json, report.md and PNG plots.
+
+Student and teacher are called the same way (core.llm, model "openai/<name>" + api_base for the
+served student), so latency and agreement are comparable. The teacher's timing calls go to it
+directly, not through the replay ledger: a ledger hit makes no HTTP call and would time nothing;
+their cost is reported as teacher_timing_cost_usd.
 """
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import dataclasses
 import json
 import time
@@ -17,25 +20,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.base import DistillError, read_jsonl, write_json, write_jsonl
+from core.base import DistillError, read_jsonl, write_jsonl
+from core.llm import Endpoint, complete_many, run_sync, token_cost
 from core.rundir import STUDENT_META, RunDir
-from eval.calls import Endpoint, complete_many
 from eval.config import EvalConfig
-from eval.cost import break_even, student_cost_per_1k, teacher_cost_per_1k, token_cost, training_cost
-from eval.latency import best_throughput, measure_endpoint
+from eval.cost import break_even, student_cost_per_1k, teacher_cost_per_1k, training_cost
+from eval.latency import best_throughput, measure_endpoint, planned_requests
 from eval.metrics import gold_reference
 from eval.parity import parity_metrics
+from eval.progress import bar
+from eval.report import write_report
 from teacher.config import TeacherConfig
-
-
-def _run(coro):
-    """asyncio.run, also from code that already has a running loop (Prefect async tasks, notebooks)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        return ex.submit(asyncio.run, coro).result()
 
 
 def _read(path: Path, required: bool) -> list[dict] | None:
@@ -116,7 +111,6 @@ def run_eval(
     add their own).
     """
     t0 = time.time()
-    out_dir = rd.stage_dir("eval")
     data = load_holdout(rd)
     items, counts = data["items"], data["counts"]
     if not items:
@@ -128,22 +122,23 @@ def run_eval(
                           teacher.temperature, teacher.max_tokens, cfg.timeout_s)
     teacher_ep = Endpoint(teacher.model, teacher.api_base, _secret(teacher.api_key),
                           teacher.temperature, teacher.max_tokens, cfg.timeout_s)
-    predict_ep = dataclasses.replace(student_ep, num_retries=2)  # answers may retry; timing calls must not
+    predict_ep = dataclasses.replace(student_ep, max_retries=2)  # answers may retry; timing calls must not
     conversations = [r["messages"] for r in items]
     teacher_out = [r["response"] for r in items]
 
     # 1. Student answers through the same OpenAI-compatible path as the teacher.
-    results = _run(complete_many(predict_ep, conversations, cfg.prediction_concurrency))
-    student_out = [r[0] for r in results]
-    errors = [r[2] for r in results if r[2]]
+    with bar(len(conversations), "eval: student predictions", cfg.progress) as pb:
+        results = run_sync(complete_many(predict_ep, conversations, cfg.prediction_concurrency, on_reply=lambda _: pb.update(1)))
+    student_out = [r.text for r in results]
+    errors = [r.error for r in results if r.error]
     counts["student_errors"] = len(errors)
     if errors:
         notes.append(f"{len(errors)} student requests failed (counted as disagreement); first: {errors[0]}")
     if len(errors) == len(items):
         raise DistillError(f"every student request to {student_base_url} failed; first error: {errors[0]}")
     write_jsonl(rd.predictions, (
-        {"id": r["id"], "messages": r["messages"], "teacher": r["response"], "student": s, **({"error": e} if e else {})}
-        for r, (s, _, e) in zip(items, results)))
+        {"id": r["id"], "messages": r["messages"], "teacher": r["response"], "student": p.text, **({"error": p.error} if p.error else {})}
+        for r, p in zip(items, results)))
 
     # 2. Parity metrics with bootstrap intervals.
     gold = [gold_reference(data["ingest"][r["id"]], cfg.gold_metadata_keys) if r["id"] in data["ingest"] else None for r in items]
@@ -160,8 +155,10 @@ def run_eval(
         if who == "teacher" and not cfg.time_teacher:
             lat[who] = None
             continue
-        lat[who] = _run(measure_endpoint(ep, conversations, cfg.latency_requests, cfg.warmup_requests,
-                                         cfg.latency_concurrency, cfg.stream))
+        total = planned_requests(cfg.latency_requests, cfg.warmup_requests, cfg.latency_concurrency)
+        with bar(total, f"eval: {who} latency", cfg.progress) as pb:
+            lat[who] = run_sync(measure_endpoint(ep, conversations, cfg.latency_requests, cfg.warmup_requests,
+                                                 cfg.latency_concurrency, cfg.stream, tick=lambda: pb.update(1)))
         if lat[who].get("note"):
             notes.append(f"{who}: {lat[who]['note']}")
     _latency_metrics("", lat["student"], metrics, missing, "student not timed")
@@ -235,31 +232,11 @@ def run_eval(
     return report
 
 
-def write_report(cfg: EvalConfig, rd: RunDir, report: dict) -> None:
-    """report.json, report.md and plots (plots are best effort: a plotting error is noted, not fatal)."""
-    from eval.report import report_markdown
-
-    out_dir = rd.stage_dir("eval")
-    missing = report.setdefault("missing", {})
-    for k, v in report.get("metrics", {}).items():
-        if v is None:
-            missing.setdefault(k, "not measured in this run")  # a blank cell would read as zero
-    if cfg.plots:
-        try:
-            from eval.plots import write_plots
-
-            report["plots"] = [str(p.relative_to(rd.path)) for p in write_plots(report, out_dir)]
-        except Exception as e:  # noqa: BLE001
-            report["notes"].append(f"plots failed: {type(e).__name__}: {e}")
-    write_json(rd.eval_report, report)
-    (out_dir / "report.md").write_text(report_markdown(report))
-
-
 def evaluate_run(cfg: EvalConfig, rd: RunDir, teacher: TeacherConfig,
                  baseline_predict: Callable[[list[dict]], str] | None = None) -> dict:
     """Rerun the eval stage alone from a run directory (`distill evaluate --run <dir>`): serves
-    <run>/train/model with student.serve.StudentServer, starts the embedded reference teacher when
-    it is enabled and no teacher.api_base is set, then calls run_eval."""
+    <run>/train/model with student.serve.StudentServer, then calls run_eval. The teacher is called
+    where `teacher` says (the app shell starts the reference teacher for demos; eval never does)."""
     from contextlib import ExitStack
 
     from student.serve import StudentServer
@@ -268,11 +245,6 @@ def evaluate_run(cfg: EvalConfig, rd: RunDir, teacher: TeacherConfig,
     if not (model_dir / STUDENT_META).is_file():
         raise DistillError(f"no saved student at {model_dir} (run the train stage first)")
     with ExitStack() as stack:
-        if teacher.api_base is None and teacher.reference_server.enabled:
-            from teacher.server import ReferenceTeacher
-
-            url = stack.enter_context(ReferenceTeacher(teacher.reference_server))
-            teacher = teacher.model_copy(update={"api_base": url})
         api_key = _secret(cfg.student_api_key)
         student_url = stack.enter_context(StudentServer(model_dir, api_key=api_key, model_name="student"))
         return run_eval(cfg, rd, teacher, student_url, "student", baseline_predict=baseline_predict)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from core.llm import Endpoint, complete, run_sync
 from eval.bootstrap import bootstrap_mean
-from eval.calls import Endpoint, complete
 from eval.config import EvalConfig, JudgeConfig
 from eval.metrics import outputs_match
+from eval.progress import bar
 
 SYSTEM = ("You are comparing two candidate answers to the same conversation. Judge which answer better "
           "fulfils the last request (correctness first, then format and completeness). "
@@ -48,16 +50,18 @@ def combine(first: str | None, second: str | None) -> float | None:
     return 0.5
 
 
-async def judge_items(jc: JudgeConfig, conversations: list[list[dict]], teacher: list[str], student: list[str | None]) -> dict[str, Any]:
+async def judge_items(jc: JudgeConfig, conversations: list[list[dict]], teacher: list[str], student: list[str | None],
+                      tick: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Judge the first jc.max_items items in both orders; tick() after each item (progress)."""
     ep = Endpoint(jc.model, jc.api_base, jc.api_key.get_secret_value() if jc.api_key else None, 0.0, 8, jc.timeout_s)
     sem = asyncio.Semaphore(jc.concurrency)
 
     async def ask(msgs):
         async with sem:
-            text, _, err = await complete(ep, msgs)
-            return parse_verdict(text), err
+            r = await complete(ep, msgs)
+            return parse_verdict(r.text), r.error
 
-    async def one(m, t, s):
+    async def judged(m, t, s):
         if s is not None and outputs_match(s, t):
             return 0.5, "identical", None
         if s is None:
@@ -65,6 +69,12 @@ async def judge_items(jc: JudgeConfig, conversations: list[list[dict]], teacher:
         (v1, e1), (v2, e2) = await asyncio.gather(ask(judge_prompt(m, t, s)), ask(judge_prompt(m, s, t)))
         score = combine(v1, v2)
         return score, f"{v1}/{v2}", e1 or e2
+
+    async def one(m, t, s):
+        r = await judged(m, t, s)
+        if tick is not None:
+            tick()
+        return r
 
     n = min(jc.max_items, len(conversations))
     res = await asyncio.gather(*(one(conversations[i], teacher[i], student[i]) for i in range(n)))
@@ -81,9 +91,9 @@ async def judge_items(jc: JudgeConfig, conversations: list[list[dict]], teacher:
 
 def judge_report(cfg: EvalConfig, report: dict, conversations, teacher, student) -> dict:
     """Run the judge and put judge_score (+interval) and win/tie/loss rates into the report."""
-    from eval.evaluate import _run
-
-    r = _run(judge_items(cfg.judge, conversations, teacher, student))
+    n_items = min(cfg.judge.max_items, len(conversations))
+    with bar(n_items, "eval: pairwise judge", cfg.progress, unit="item") as pb:
+        r = run_sync(judge_items(cfg.judge, conversations, teacher, student, tick=lambda: pb.update(1)))
     b = bootstrap_mean(np.array(r.pop("scores")), samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
     n = r["judged"]
     m = report["metrics"]

@@ -23,7 +23,7 @@ class ProbePredictor:
     batch_size = 256
 
     def __init__(self, path, n_train: int | None):
-        from student.base import load_student
+        from student import load_student
 
         self.student = load_student(path)
         self.description = ("frozen base encoder + linear head fit on the same "
@@ -46,7 +46,8 @@ def attach_probe_baseline(cfg: EvalConfig, rd: RunDir, report: dict) -> dict:
     predict = ProbePredictor(path, n_train)
     preds = list(read_jsonl(rd.predictions))
     res = score_baseline(predict, [p["messages"] for p in preds], [p["teacher"] for p in preds], report["details"]["agreement_hits"],
-                         examples=None, k=0, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
+                         examples=None, k=0, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed,
+                         progress=cfg.progress, desc="eval: linear-probe baseline")
     res.pop("predictions")
     res["verdict"] = verdict(res["diff"], res["diff_ci"], cfg.confidence, res["n"], name=NAME, enough=ENOUGH)
     res["method"] = predict.description

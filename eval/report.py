@@ -1,4 +1,5 @@
-"""Human-readable output: report.md, the one-screen run summary, and table rows for Prefect.
+"""Human-readable output: report.md, the one-screen run summary, and table rows for Prefect;
+write_report puts report.json, report.md and the plots into <run>/eval/.
 
 Plain strings and lists of dicts only: the lead turns them into Prefect artifacts, the CLI prints
 them. Every "not measured" is said in words, never left as a blank cell.
@@ -6,6 +7,10 @@ them. Every "not measured" is said in words, never left as a blank cell.
 from __future__ import annotations
 
 from typing import Any
+
+from core.base import write_json
+from core.rundir import RunDir
+from eval.config import EvalConfig
 
 PCT = {"agreement", "json_valid_rate", "teacher_json_valid_rate", "field_accuracy", "label_accuracy", "macro_f1",
        "format_compliance", "gold_agreement", "teacher_gold_agreement", "prompted_baseline_agreement",
@@ -155,3 +160,21 @@ def report_markdown(report: dict) -> str:
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{p}]({p.split('/')[-1]})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def write_report(cfg: EvalConfig, rd: RunDir, report: dict) -> None:
+    """report.json, report.md and plots (plots are best effort: a plotting error is noted, not fatal)."""
+    out_dir = rd.stage_dir("eval")
+    missing = report.setdefault("missing", {})
+    for k, v in report.get("metrics", {}).items():
+        if v is None:
+            missing.setdefault(k, "not measured in this run")  # a blank cell would read as zero
+    if cfg.plots:
+        try:
+            from eval.plots import write_plots
+
+            report["plots"] = [str(p.relative_to(rd.path)) for p in write_plots(report, out_dir)]
+        except Exception as e:  # noqa: BLE001
+            report.setdefault("notes", []).append(f"plots failed: {type(e).__name__}: {e}")
+    write_json(rd.eval_report, report)
+    (out_dir / "report.md").write_text(report_markdown(report))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timezone
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -63,7 +64,18 @@ def submit_approval(flow_run_id: UUID | str, *, approver: str, approved: bool, c
     # Only a candidate that passed the gate is ever paused for approval, so "is it paused" is the check.
     if state is None or not state.is_paused():
         raise DistillError(f"flow run {flow_run_id} is not waiting for approval (state: {state.name if state else 'none'})")
-    resume_flow_run(UUID(str(flow_run_id)), run_input={"approved": approved, "approver": approver, "comment": comment})
+    # Past its timeout the run is rejected even while it still shows Paused (the flow is about to
+    # record the rejection and fail): a late answer must not look accepted.
+    deadline = state.state_details.pause_timeout
+    if deadline is not None and deadline < datetime.now(timezone.utc):
+        raise DistillError(f"flow run {flow_run_id}: the approval window closed at {deadline.isoformat(timespec='seconds')} "
+                           "(no answer in time is a rejection); start a new run to approve this candidate")
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+
+    try:
+        resume_flow_run(UUID(str(flow_run_id)), run_input={"approved": approved, "approver": approver, "comment": comment})
+    except (FlowPauseTimeout, NotPausedError) as e:  # it timed out or moved on between our read and the resume
+        raise DistillError(f"flow run {flow_run_id} is no longer waiting for approval: {e}") from None
 
 
 def _answer_when_paused(flow_run_id: UUID, approver: str, deadline_s: float = 600) -> None:

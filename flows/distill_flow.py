@@ -3,50 +3,32 @@ approve -> promote. Stages live in plain-Python packages; this file only wires t
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import deployment, flow_run
 
-from prefect.exceptions import FlowPauseTimeout
-
 from core.base import DistillError, write_json
-from distill.config import DistillConfig, dump_yaml, load_config
 from core.rundir import RunDir
+from distill import stages
+from distill.config import dump_yaml, load_config
 from flows import tasks
 from flows.approval import request_approval
 
 
-@contextlib.contextmanager
-def teacher_endpoint(cfg: DistillConfig, log=print) -> Iterator[None]:
-    """Start the embedded reference teacher when the config asks for it, for the whole run:
-    replay and the latency measurement both call it over HTTP like any hosted model."""
-    ref = cfg.teacher.reference_server
-    if not ref.enabled:
-        yield
-        return
-    from teacher.server import ReferenceTeacher
-
-    with ReferenceTeacher(ref) as url:
-        log(f"reference teacher (offline demo/test teacher, answers from {ref.answers}) listening at {url}")
-        cfg.teacher.api_base = url
-        yield
-
-
-@flow(name="distill", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
+# Parallel work (replay shards) runs on the runner orchestration.* configures, entered where it is
+# needed (tasks.replay_sharded): a decorator-level runner would be fixed before the config is read.
+@flow(name="distill", log_prints=True)
 def distill_flow(config: str, overrides: list[str] | None = None, force: bool = False) -> dict:
     """Distil the logged prompts named by `config` (a YAML path) into a promoted student."""
     cfg = load_config(config, overrides or [])
     logger = get_run_logger()
-    run_dir = str(tasks.run_dir_for(cfg, str(flow_run.id)))
-    rd = RunDir(run_dir)
+    rd = stages.run_dir_for(cfg, str(flow_run.id))
+    run_dir = str(rd.path)
     rd.set_config(cfg.hash(), dump_yaml(cfg))
     print(f"run directory: {run_dir}")
 
-    with teacher_endpoint(cfg, log=logger.info):
+    with stages.teacher_endpoint(cfg, log=logger.info):
         tasks.ingest_task(cfg, run_dir)
         if cfg.teacher.shards > 1:
             tasks.replay_sharded(cfg, run_dir)
@@ -72,11 +54,11 @@ def distill_flow(config: str, overrides: list[str] | None = None, force: bool = 
             )
         except FlowPauseTimeout:
             # No answer in time is a rejection: record it, then fail the run so it is visible.
-            tasks.record_approval(run_dir, False, "", f"timed out after {cfg.approval.timeout_s:.0f}s", "timeout")
+            stages.record_approval(rd, False, "", f"timed out after {cfg.approval.timeout_s:.0f}s", "timeout")
             write_json(rd.outcome, {**outcome, "approved": False, "promoted": None})
             raise DistillError(f"approval timed out after {cfg.approval.timeout_s:.0f}s: candidate rejected, nothing promoted") from None
         source = "config" if cfg.approval.approver and approval.approver == cfg.approval.approver else "human"
-        tasks.record_approval(run_dir, approval.approved, approval.approver, approval.comment, source)
+        stages.record_approval(rd, approval.approved, approval.approver, approval.comment, source)
         outcome["approved"] = approval.approved
         if approval.approved and approval.approver.strip():
             outcome["promoted"] = tasks.promote_task(cfg, run_dir, decision, approval.approver, approval.comment)

@@ -8,6 +8,9 @@
 <root> is a local directory or an fsspec URL (registry.path: s3://bucket/registry); how each
 write stays atomic on either is in registry/store.py. Two promotions at once serialise
 instead of corrupting each other, and a version that failed half-way never becomes visible.
+A writer killed at any point (tests/test_registry.py SIGKILLs one mid-copy, before and after
+the rename, and mid-promotion) leaves only complete versions, a whole aliases.json, an audit
+line written ahead of every alias change, and no version number handed out twice.
 """
 from __future__ import annotations
 
@@ -90,6 +93,7 @@ class Registry:
         if not model_dir.is_dir():
             raise DistillError(f"cannot register {model_dir}: not a directory")
         with self.store.lock():
+            self.store.discard_incoming(name, "versions")  # copies left by a writer killed mid-register
             existing = [v for v in self.store.dirs(name, "versions") if not v.startswith(".")]  # incomplete ones too: never reuse a number
             version = f"v{(max(int(v[1:]) for v in existing) + 1 if existing else 1):04d}"
             record = {**meta, "name": name, "version": version, "registered": _now()}
@@ -124,18 +128,23 @@ class Registry:
             current = self.aliases(name).get(alias)
             # The promotion that put `current` in place knows what stood there before it, so
             # repeated rollbacks walk back down the chain instead of flipping between two versions.
+            # Promoting the version already in place records itself as previous: skip those, or
+            # rollback would "roll back" onto the same version.
             promotions = [a for a in self.audit(name) if a.get("alias") == alias and a.get("action") == "promote"]
-            prev = next((a.get("previous") for a in reversed(promotions) if a.get("version") == current), None)
+            prev = next((a.get("previous") for a in reversed(promotions)
+                         if a.get("version") == current and a.get("previous") != current), None)
             if not prev:
                 raise DistillError(f"registry {self.root}: {name!r} {alias}={current} has no earlier promoted version to roll back to")
             self._set_alias(name, alias, prev, {"action": "rollback", "approver": approver, "previous": current})
         return {"name": name, "alias": alias, "version": prev, "previous": current}
 
     def _set_alias(self, name: str, alias: str, version: str, audit: dict) -> None:
+        # Audit first (write-ahead): a writer killed in between leaves a logged change that did
+        # not land, never an alias that moved with no record of who moved it or from where.
+        self._audit(name, {**audit, "alias": alias, "version": version})
         aliases = self.aliases(name)
         aliases[alias] = version
         self.store.write_json(aliases, name, "aliases.json")
-        self._audit(name, {**audit, "alias": alias, "version": version})
 
     def _audit(self, name: str, rec: dict) -> None:
         self.store.append(json.dumps({"time": _now(), **rec}, default=str), name, "audit.jsonl")

@@ -105,6 +105,16 @@ class Store:
                 self.fs.put(str(src) + "/", f"{dest}/{name}/", recursive=True)
             self.fs.pipe_file(f"{dest}/{marker}", marker_text.encode("utf-8"))
 
+    def discard_incoming(self, *parts: str) -> None:
+        """Remove local copies a killed writer left half-done (callers hold the lock, so no live
+        writer owns one). On object stores such a copy is a version without its marker: it stays,
+        invisible, and keeps its number from being reused."""
+        if not self.local:
+            return
+        d = Path(self.path(*parts))
+        for p in d.glob(".incoming-*") if d.is_dir() else ():
+            shutil.rmtree(p, ignore_errors=True)
+
     def put_file(self, src: Path, *parts: str) -> None:
         if self.local:
             shutil.copyfile(src, self.path(*parts))

@@ -1,9 +1,11 @@
-"""The one interface every student kind implements: train, save, load, predict (messages -> text)."""
+"""The one interface every student kind implements: train, save, load, predict (messages -> text).
+
+Protocols only: the kind -> class registry and load_student live in student/kinds.py, so this
+module imports no kind (and no kind's import of it can close a cycle)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 Messages = list[dict]  # [{"role": ..., "content": ...}, ...] as in the prompt log
@@ -25,7 +27,8 @@ class TrainableStudent(Protocol):
 
     A kind module exposes a class with `create(cfg, examples) -> instance` (fresh model: base
     weights + LoRA) and these methods; `prepare_batches` returns opaque batch objects that
-    `loss` understands. Both kinds share the loop so checkpoint/resume behave the same.
+    `loss` understands. Both kinds share the loop (student/loop.py) so checkpoint/resume behave
+    the same.
     """
 
     kind: str
@@ -39,6 +42,8 @@ class TrainableStudent(Protocol):
     def param_groups(self, cfg: Any) -> list[dict]: ...
 
     def train_mode(self, on: bool) -> None: ...
+
+    def torch_modules(self) -> dict[str, Any]: ...  # the nn.Modules loss() runs (what DDP wraps)
 
     def trainable_state(self) -> dict[str, Any]: ...  # tensors training changes (LoRA, heads)
 
@@ -56,27 +61,6 @@ class Student(Protocol):
         ...
 
     def save(self, path: str | Path) -> None:
-        """Write weights + STUDENT_META so `load_student(path)` restores it."""
+        """Write weights + STUDENT_META so `student.kinds.load_student(path)` restores it."""
         ...
 
-
-def load_student(path: str | Path) -> Student:
-    """Load any saved student by reading its kind from student.json."""
-    path = Path(path)
-    meta_file = path / STUDENT_META
-    if not meta_file.is_file():
-        from core.base import DistillError
-
-        raise DistillError(f"{path} is not a saved student (no {STUDENT_META})")
-    kind = json.loads(meta_file.read_text())["kind"]
-    if kind == "classifier":
-        from student.classifier import ClassifierStudent
-
-        return ClassifierStudent.load(path)
-    if kind == "causal_lm":
-        from student.causal_lm import CausalLMStudent
-
-        return CausalLMStudent.load(path)
-    from core.base import DistillError
-
-    raise DistillError(f"{meta_file}: unknown student kind {kind!r}")

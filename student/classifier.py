@@ -66,6 +66,7 @@ class ClassifierStudent(FinalizeMixin):
         self.use_knn = False  # choose a kNN mix on the val split in finalize() (set by create())
         self.knn: dict[str, Any] | None = None  # chosen {"k", "temperature", "lambda"}
         self.memory: tuple[Any, dict[str, Any]] | None = None  # (normalised train embeddings [N, H], {field: labels [N]})
+        self.calibration: dict[str, Any] | None = None  # per-field temperatures fitted on the val split in finalize(); None = T 1
         self._torch = torch
 
     # ---- construction
@@ -89,7 +90,9 @@ class ClassifierStudent(FinalizeMixin):
                     m.p = cfg.encoder_dropout
         layers = layer_list(encoder)
         n_train = len(layers) if (cfg.train_layers is None or layers is None) else min(cfg.train_layers, len(layers))
-        encoder = add_lora(encoder, cfg.lora, list(range(len(layers) - n_train, len(layers))) if layers is not None and n_train < len(layers) else None)
+        # layers_to_transform even for all layers: it keeps LoRA out of the pooler, which the loss
+        # never uses (its never-trained adapter would also stall DDP's gradient all-reduce).
+        encoder = add_lora(encoder, cfg.lora, list(range(len(layers) - n_train, len(layers))) if layers is not None else None)
         heads = make_heads(encoder.config.hidden_size, vocab)
         base_ref = {"bundled": "classifier"} if ref.bundled else {"name_or_path": ref.name_or_path}
         st = cls(encoder, tokenizer, heads, fmt, vocab, pooling=cfg.pooling, max_length=cfg.max_length, base_ref=base_ref, predict_batch_size=cfg.predict_batch_size)
@@ -151,6 +154,9 @@ class ClassifierStudent(FinalizeMixin):
     def to(self, device) -> None:
         self.encoder.to(device)
         self.heads.to(device)
+
+    def torch_modules(self) -> dict[str, Any]:
+        return {"encoder": self.encoder, "heads": self.heads}
 
     def head_logits(self, z) -> dict[str, Any]:
         return {f: self.heads[head_key(f)](z) for f in self.vocab}
@@ -292,6 +298,43 @@ class ClassifierStudent(FinalizeMixin):
                     out[i] = self.fmt.render({f: self.vocab[f][best[f][row]] for f in self.vocab})
         return out  # type: ignore[return-value]
 
+    def field_probs(self, lg: dict[str, Any], q, memory: tuple[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Per-field label probabilities as predict() ranks them: softmax, mixed with the kNN vote
+        when one was chosen (q: L2-normalised embeddings; memory defaults to the deployed one)."""
+        from student.knn import mixed_probs
+
+        mem = memory if memory is not None else self.memory
+        return {f: mixed_probs(lg[f], q, mem[0] if mem else None, mem[1][f] if mem else None, self.knn) for f in self.vocab}
+
+    def predict_scored(self, batch: list[Messages]) -> list[tuple[str, float]]:
+        """predict()'s answers, each with its calibrated confidence: the product over fields of the
+        chosen label's probability (after the kNN mix), tempered by the field's temperature fitted
+        on the validation split (student/calibration.py; T = 1 when the model has none)."""
+        if not batch:
+            return []
+        from student.calibration import temper
+
+        torch = self._torch
+        temps = (self.calibration or {}).get("temperature", {})
+        ids = self.encode([input_text(m) for m in batch])
+        out: list[tuple[str, float] | None] = [None] * len(batch)
+        self.train_mode(False)
+        with torch.inference_mode():
+            for chunk in length_sorted_chunks(ids, self.predict_batch_size):
+                z = self.embed(self.collate([ids[i] for i in chunk]))
+                probs = self.field_probs(self.head_logits(z), torch.nn.functional.normalize(z, dim=-1))
+                conf = torch.ones(len(chunk), dtype=torch.float64, device=z.device)
+                best = {}
+                for f in self.vocab:
+                    p = temper(probs[f], float(temps.get(f, 1.0)))
+                    b = p.argmax(-1)
+                    best[f] = b.tolist()
+                    conf *= p.gather(1, b[:, None])[:, 0].double()
+                conf_l = conf.tolist()
+                for row, i in enumerate(chunk):
+                    out[i] = (self.fmt.render({f: self.vocab[f][best[f][row]] for f in self.vocab}), conf_l[row])
+        return out  # type: ignore[return-value]
+
     # ---- persistence
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_file
@@ -308,6 +351,8 @@ class ClassifierStudent(FinalizeMixin):
             save_file({"embeddings": mem.detach().cpu().contiguous(), **{f"labels.{head_key(f)}": labels[f].cpu().contiguous() for f in self.vocab}},
                       str(path / "knn.safetensors"))
             meta["knn"] = self.knn
+        if self.calibration:
+            meta["calibration"] = self.calibration
         # student.json last: its presence marks a complete save.
         (path / STUDENT_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
 
@@ -337,4 +382,5 @@ class ClassifierStudent(FinalizeMixin):
         if meta.get("knn"):
             mem = load_file(str(path / "knn.safetensors"))
             st.knn, st.memory = meta["knn"], (mem["embeddings"], {f: mem[f"labels.{head_key(f)}"] for f in meta["vocab"]})
+        st.calibration = meta.get("calibration")  # absent in older saves: T = 1
         return st

@@ -19,7 +19,27 @@ class FinalizeMixin:
         out = self._interpolate(val)
         if self.use_knn and train and val:
             out["knn"] = self._fit_knn(train, val)
+        if val:
+            out["calibration"] = self._fit_calibration(val, len(train) if train else 0)
         return out
+
+    def _fit_calibration(self, val: list[Example], n_train: int) -> dict[str, Any]:
+        """Per-field temperatures (student/calibration.py) on the probabilities predict_scored
+        tempers. After _fit_knn the memory holds the val examples themselves, so they are mixed
+        with the training rows only (as when the mix was chosen): a val example finding itself
+        would look certain and fit a temperature that is too low."""
+        from student.calibration import fit_field_temperatures
+
+        self.calibration = None
+        zv, lv, yv = self._embed_examples(val)
+        memory = None
+        if self.knn and self.memory is not None:
+            mem, labels = self.memory
+            memory = (mem[:n_train], {f: labels[f][:n_train] for f in self.vocab})
+        probs = self.field_probs(lv, zv, memory)
+        self.calibration = fit_field_temperatures({f: p.float().cpu().numpy() for f, p in probs.items()},
+                                                  {f: y.cpu().numpy() for f, y in yv.items()})
+        return self.calibration
 
     def _fit_knn(self, train: list[Example], val: list[Example]) -> dict[str, Any]:
         from student.knn import select
@@ -86,12 +106,14 @@ class FinalizeMixin:
         fine-tuning the encoder bought nothing over a linear head. False if there is no probe."""
         if self._probe_heads is None:
             return False
-        tuned, knn = self._tuned_weights(), self.knn
+        tuned, knn, calibration = self._tuned_weights(), self.knn, self.calibration
         try:
             self._blend(tuned, 0.0)
             self.knn = None  # the probe is the plain linear head
+            self.calibration = None  # the student's temperatures do not fit the probe
             self.save(path)
         finally:
             self._blend(tuned, 1.0)
             self.knn = knn
+            self.calibration = calibration
         return True

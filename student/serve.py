@@ -20,12 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from student.base import Student, load_student
+from student.base import Student
+from student.kinds import load_student
 
 
 class _Batcher:
-    def __init__(self, student: Student, max_batch: int = 64):
+    def __init__(self, student: Student, max_batch: int = 64, scored: bool = False):
         self.student, self.max_batch = student, max_batch
+        self.scored = scored  # predict_scored: answers with their confidence (the cascade, serving/cascade.py)
         self.q: queue.Queue = queue.Queue()
         self.count_tokens = _token_counter(student)
         self.thread = threading.Thread(target=self._run, name="student-batcher", daemon=True)
@@ -56,11 +58,15 @@ class _Batcher:
                     break
                 items.append(nxt)
             try:
-                outs = self.student.predict([m for m, _ in items])
+                if self.scored:
+                    pairs = self.student.predict_scored([m for m, _ in items])  # type: ignore[attr-defined]
+                    outs, confs = [t for t, _ in pairs], [c for _, c in pairs]
+                else:
+                    outs, confs = self.student.predict([m for m, _ in items]), [None] * len(items)
                 prompts = ["\n".join(str(x.get("content") or "") for x in m) for m, _ in items]
                 counts = self.count_tokens(prompts + outs)
                 for i, (_, fut) in enumerate(items):
-                    fut.set_result((outs[i], counts[i], counts[len(items) + i]))
+                    fut.set_result((outs[i], counts[i], counts[len(items) + i], confs[i]))
             except Exception as e:  # one bad batch must not kill the server
                 for _, fut in items:
                     if not fut.done():
@@ -85,11 +91,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # per-request stderr logging costs time on the measured path
 
     # ---- plumbing
-    def _send_json(self, status: int, obj: Any) -> None:
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
 
@@ -142,33 +150,44 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             return self._error(400, "'messages' must be a non-empty list of {role, content} objects")
         messages = [{"role": m.get("role"), "content": _text(m.get("content"))} for m in messages]
+        self._complete(body, messages)
+
+    def _complete(self, body: dict, messages: list[dict]) -> None:
+        """Answer a valid request with the student (serving/cascade.py overrides this)."""
         t0 = time.perf_counter()
         try:
-            text, p_tok, c_tok = self.server.batcher.submit(messages).result(timeout=self.server.request_timeout_s)
+            text, p_tok, c_tok, _ = self.server.batcher.submit(messages).result(timeout=self.server.request_timeout_s)
         except Exception as e:
             return self._error(500, f"student prediction failed: {type(e).__name__}: {e}", "server_error")
-        model = body.get("model") or self.server.model_name
+        self._respond(body, text, p_tok, c_tok, extra={"student_latency_ms": round((time.perf_counter() - t0) * 1000, 3)})
+
+    def _respond(self, body: dict, text: str, p_tok: int, c_tok: int, *, model: str | None = None, extra: dict | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        """The chat.completion (or its SSE stream, when the request asks) carrying `text`; `extra`
+        adds top-level body fields, `headers` response headers. `model` defaults to the request's."""
+        model = model or body.get("model") or self.server.model_name
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         usage = {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return self._stream(cid, created, model, text, usage if include_usage else None)
+            return self._stream(cid, created, model, text, usage if include_usage else None, headers)
         self._send_json(200, {
             "id": cid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                          "logprobs": None, "finish_reason": "stop"}],
-            "usage": usage, "system_fingerprint": self.server.fingerprint,
-            "student_latency_ms": round((time.perf_counter() - t0) * 1000, 3),
-        })
+            "usage": usage, "system_fingerprint": self.server.fingerprint, **(extra or {}),
+        }, headers)
 
-    def _stream(self, cid: str, created: int, model: str, text: str, usage: dict | None) -> None:
+    def _stream(self, cid: str, created: int, model: str, text: str, usage: dict | None, headers: dict[str, str] | None = None) -> None:
         """SSE over chunked transfer encoding (keep-alive safe): role, content, finish, [usage], [DONE].
         The whole answer is one content chunk: a classifier has no partial output."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": self.server.fingerprint}
         events = [
@@ -197,9 +216,12 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256  # eval fires many concurrent requests; the default 5 drops SYNs
 
+    handler: type[BaseHTTPRequestHandler] = _Handler  # the cascade server's subclasses swap these (serving/cascade.py)
+    scored = False
+
     def __init__(self, addr, student: Student, model_name: str, api_key: str | None):
-        super().__init__(addr, _Handler)
-        self.batcher = _Batcher(student)
+        super().__init__(addr, self.handler)
+        self.batcher = _Batcher(student, scored=self.scored)
         self.model_name, self.api_key = model_name, api_key
         self.request_timeout_s = 300.0
         self.fingerprint = f"fp_{getattr(student, 'kind', 'student')}"
@@ -240,10 +262,13 @@ class StudentServer:
             torch.set_num_threads(self.num_threads or auto_threads())
             self.student = load_student(self.model_path)
             self.student.predict([[{"role": "user", "content": "warm up"}]])  # first call pays lazy init, not the first request
-        self._httpd = _Server((self.host, self.port), self.student, self.model_name, self.api_key)
+        self._httpd = self._make_httpd()
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="student-server", daemon=True)
         self._thread.start()
         return self.base_url
+
+    def _make_httpd(self) -> _Server:
+        return _Server((self.host, self.port), self.student, self.model_name, self.api_key)
 
     def stop(self) -> None:
         if self._httpd is None:
@@ -262,8 +287,15 @@ class StudentServer:
         self.stop()
 
 
-def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
-    """Blocking server for `distill serve`; Ctrl-C stops it."""
+def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          allow_unauthenticated: bool = False) -> None:
+    """Blocking server for `distill serve`; Ctrl-C stops it. Without a key it binds only a loopback
+    address unless `allow_unauthenticated` says so: a student on 0.0.0.0 answers anyone."""
+    if not api_key and not allow_unauthenticated and not _is_loopback(host):
+        from core.base import DistillError
+
+        raise DistillError(f"refusing to serve on {host} without an API key: set DISTILL_SERVE_API_KEY, "
+                           "bind 127.0.0.1, or pass --allow-unauthenticated to expose it anyway")
     srv = StudentServer(model_path, host, port, api_key)
     url = srv.start()
     print(f"serving {model_path} ({srv.student.kind}) at {url}" + (" (bearer key required)" if api_key else ""), flush=True)
@@ -274,3 +306,14 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api
         pass
     finally:
         srv.stop()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

@@ -1,24 +1,22 @@
 """Train stage: filter/kept.jsonl -> train/model/ (a saved student), metrics.json, loss_curve.png.
 
-One training loop for every student kind (see base.TrainableStudent), so checkpoints, resume
-after a kill, early stopping and the figures behave the same for the classifier and causal LM.
+Picks the kind (kind auto: from the data), resolves the concrete config and trains with the one
+loop every kind shares (student/loop.py).
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from core.base import DistillError, read_jsonl, stable_hash, write_json
 from core.rundir import STUDENT_META, RunDir
 from student.base import Example
-from student.config import StudentConfig
-
-CKPT = "last.pt"
+from student.classifier_format import categorical_labels
+from student.config import AnyStudentConfig, AutoStudentConfig, resolve_kind
+from student.kinds import student_class
 
 
 # ----------------------------------------------------------------------------- data
@@ -54,155 +52,14 @@ def split_validation(examples: list[Example], fraction: float) -> tuple[list[Exa
     return (train, val) if train else (examples, [])
 
 
-def choose_kind(cfg: StudentConfig, examples: list[Example]) -> str:
+def choose_kind(cfg: AnyStudentConfig, examples: list[Example]) -> str:
     """auto: a classifier when every output is categorical (JSON object of bounded-cardinality
     fields, or a bare label with many examples per value); otherwise generate text."""
-    if cfg.kind != "auto":
+    if not isinstance(cfg, AutoStudentConfig):
         return cfg.kind
-    from student.classifier import categorical_labels
-
-    found = categorical_labels([e.target for e in examples], cfg.max_labels, cfg.min_examples_per_label)
+    opts = cfg.classifier
+    found = categorical_labels([e.target for e in examples], opts.max_labels, opts.min_examples_per_label)
     return "classifier" if found is not None else "causal_lm"
-
-
-def student_class(kind: str):
-    if kind == "classifier":
-        from student.classifier import ClassifierStudent
-
-        return ClassifierStudent
-    from student.causal_lm import CausalLMStudent  # lazy: pulls the LM stack only when needed
-
-    return CausalLMStudent
-
-
-# ----------------------------------------------------------------------------- the loop
-def train_loop(student: Any, cfg: StudentConfig, train: list[Example], val: list[Example], ckpt_dir: Path, fingerprint: str) -> dict[str, Any]:
-    """AdamW + warmup/linear decay, validation every `eval_every_steps` (or epoch) with early
-    stopping on val loss, an atomic checkpoint every `checkpoint_every_steps`; restores the best
-    weights at the end. Returns the history dict for metrics.json."""
-    import torch
-    from tqdm import tqdm
-
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    acc = accelerator(cfg)
-    student.to(acc.device)
-    # Data parallel: every process builds the same seeded epoch order and takes every world-th
-    # batch, so a resumed or multi-process run needs no shared sampler state.
-    rank, world = acc.process_index, acc.num_processes
-    steps_per_epoch = math.ceil(math.ceil(len(train) / cfg.batch_size) / world)
-    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = int(cfg.warmup_ratio * total)
-    opt = torch.optim.AdamW(student.param_groups(cfg), weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-    eval_every = cfg.eval_every_steps or steps_per_epoch
-    st: dict[str, Any] = {"step": 0, "best_val": math.inf, "best_step": 0, "bad": 0, "train_losses": [], "val": [], "warm_start": None, "stopped_early": False}
-    best_state = None
-    ckpt_path = ckpt_dir / CKPT
-    resumed_from = None
-
-    if cfg.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, weights_only=False)
-        if ck.get("fingerprint") == fingerprint:
-            student.load_trainable_state(ck["trainable"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            torch.set_rng_state(ck["torch_rng"])
-            st, best_state = ck["state"], ck["best_state"]
-            resumed_from = st["step"]
-    if resumed_from is None:
-        if getattr(cfg, "linear_probe_init", False) and hasattr(student, "warm_start"):
-            st["warm_start"] = student.warm_start(train)
-        if val:  # step-0 validation: the baseline the fine-tuning must beat (and the fallback)
-            v = student.eval_loss(val)
-            st["val"].append({"step": 0, **v})
-            st["best_val"], best_state = v["val_loss"], student.trainable_state()
-
-    def checkpoint() -> None:
-        if not acc.is_main_process:
-            return
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_dir / (CKPT + ".tmp")
-        torch.save({"fingerprint": fingerprint, "trainable": student.trainable_state(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "state": st, "best_state": best_state}, tmp)
-        os.replace(tmp, ckpt_path)  # atomic: a kill mid-write leaves the previous checkpoint intact
-
-    t0 = time.time()
-    seen = 0
-    bar = tqdm(total=total, initial=st["step"], desc="train", unit="step", dynamic_ncols=True, mininterval=1.0, disable=not acc.is_main_process)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    while st["step"] < total and not st["stopped_early"]:
-        epoch, skip = divmod(st["step"], steps_per_epoch)
-        batches = student.prepare_batches(train, cfg.batch_size, cfg.seed, epoch)
-        batches = (batches + batches[: -len(batches) % world])[rank::world]  # equal shares: the all-reduce must pair up
-        for b in batches[skip:]:
-            student.train_mode(True)
-            loss = student.loss(b)
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            if world > 1:  # average gradients across processes (what DDP would do)
-                for p in params:
-                    if p.grad is not None:
-                        p.grad = acc.reduce(p.grad, reduction="mean")
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            st["step"] += 1
-            seen += _batch_len(b)
-            lv = loss.item()
-            st["train_losses"].append(round(lv, 5))
-            bar.update(1)
-            bar.set_postfix(loss=f"{lv:.4f}", refresh=False)
-            if val and (st["step"] % eval_every == 0 or st["step"] == total):
-                v = student.eval_loss(val)
-                st["val"].append({"step": st["step"], **v})
-                if v["val_loss"] < st["best_val"] - 1e-4:
-                    st["best_val"], st["best_step"], st["bad"] = v["val_loss"], st["step"], 0
-                    best_state = student.trainable_state()
-                else:
-                    st["bad"] += 1
-                    st["stopped_early"] = cfg.early_stopping_patience > 0 and st["bad"] >= cfg.early_stopping_patience
-                bar.write(f"step {st['step']}: " + ", ".join(f"{k}={x:.4f}" for k, x in v.items()))
-            if st["step"] % cfg.checkpoint_every_steps == 0:
-                checkpoint()
-            if cfg.max_train_s and time.time() - t0 > cfg.max_train_s and not st["stopped_early"]:
-                st["stopped_early"], st["stop_reason"] = True, f"max_train_s={cfg.max_train_s}"
-                if val and (not st["val"] or st["val"][-1]["step"] != st["step"]):
-                    v = student.eval_loss(val)  # so the best-weights choice sees the last step too
-                    st["val"].append({"step": st["step"], **v})
-                    if v["val_loss"] < st["best_val"] - 1e-4:
-                        st["best_val"], st["best_step"], best_state = v["val_loss"], st["step"], student.trainable_state()
-            if st["step"] >= total or st["stopped_early"]:
-                break
-    bar.close()
-    train_s = time.time() - t0
-    if best_state is not None:
-        student.load_trainable_state(best_state)
-    else:
-        st["best_step"] = st["step"]
-    if val and hasattr(student, "finalize"):  # kind-specific post-processing on the val split
-        st["finalize"] = student.finalize(val, train)
-        if st["finalize"].get("val_loss") is not None:
-            st["val"].append({"step": st["best_step"], "final": True, **{k: st["finalize"][k] for k in ("val_loss", "val_accuracy") if k in st["finalize"]}})
-    return {**st, "total_steps": total, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
-            "device": str(acc.device), "processes": world, "is_main_process": acc.is_main_process,
-            "loop_s": round(train_s, 2), "examples_per_s": round(seen / train_s, 2) if train_s > 0 and seen else None}
-
-
-def _batch_len(b: Any) -> int:
-    ids = getattr(b, "input_ids", None)
-    return int(ids.shape[0]) if ids is not None else len(b) if hasattr(b, "__len__") else 1
-
-
-def accelerator(cfg: StudentConfig):
-    """accelerate's Accelerator for cfg.device: it picks the GPU of this process (one per process
-    under `accelerate launch`) and owns the process group that averages gradients."""
-    import torch
-    from accelerate import Accelerator
-
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise DistillError("student.device=cuda, but torch sees no GPU here: set student.device to auto or cpu")
-    return Accelerator(cpu=cfg.device == "cpu")
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -221,14 +78,18 @@ def auto_threads() -> int:
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 
-def run_train(cfg: StudentConfig, rd: RunDir) -> dict:
+def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
+    """The train stage for the `student` section `cfg` (any variant; kind auto is resolved here)."""
     import torch
+
+    from student.loop import train_loop
 
     t0 = time.time()
     threads = cfg.num_threads or auto_threads()
     torch.set_num_threads(threads)
     examples = load_examples(rd)
     kind = choose_kind(cfg, examples)
+    cfg = resolve_kind(cfg, kind)
     train, val = split_validation(examples, cfg.val_fraction)
     out_dir = rd.stage_dir("train")
     ckpt_dir = rd.checkpoints_dir
@@ -278,7 +139,7 @@ def run_train(cfg: StudentConfig, rd: RunDir) -> dict:
     metrics = {**figures, "train_examples": len(train), "val_examples": len(val), "best_step": hist.get("best_step"),
                "stopped_early": hist.get("stopped_early"), "resumed_from_step": hist.get("resumed_from_step"),
                "warm_start_train_accuracy": hist.get("warm_start"), "total_steps": hist.get("total_steps"),
-               "finalize": hist.get("finalize"), "stop_reason": hist.get("stop_reason"),
+               "finalize": hist.get("finalize"), "stop_reason": hist.get("stop_reason"), "wrapped_as": hist.get("wrapped_as"),
                "val_history": hist.get("val"), "train_losses": tl, "config": cfg.model_dump(mode="json")}
     write_json(rd.train_metrics, metrics)
     plot_loss_curve(tl, hist.get("val", []), out_dir / "loss_curve.png", title=f"{kind} student ({rd.run_id})")

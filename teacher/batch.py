@@ -12,10 +12,12 @@ import json
 import time
 from pathlib import Path
 
+from core import llm
 from core.base import DistillError, write_json
 from core.rundir import RunDir
 from teacher.client import TeacherClient, TeacherUnreachable
 from teacher.config import TeacherConfig
+from teacher.from_config import teacher_messages
 from teacher.ledger import request_key
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -24,11 +26,7 @@ TERMINAL = {"completed", "failed", "expired", "cancelled"}
 def _openai_client(cfg: TeacherConfig):
     from openai import OpenAI
 
-    key = cfg.api_key.get_secret_value() if cfg.api_key else None
-    if key is None and cfg.api_base:
-        import os
-
-        key = os.environ.get("OPENAI_API_KEY", "no-key")  # a local server needs *a* key
+    key = llm.api_key_for(cfg.model, cfg.api_base, cfg.api_key.get_secret_value() if cfg.api_key else None)
     return OpenAI(base_url=cfg.api_base, api_key=key, timeout=max(60.0, cfg.timeout_s), max_retries=cfg.max_retries)
 
 
@@ -45,13 +43,10 @@ def record_from_body(key: str, body: dict, client: TeacherClient, latency_ms: fl
     choices = body.get("choices") or []
     samples = [(c.get("message") or {}).get("content") for c in choices]
     if not samples or samples[0] is None:
-        return client._failed(key, "malformed_response: batch result has no choices/content", 1, latency_ms)
+        return client.failed_record(key, "malformed_response: batch result has no choices/content", 1, latency_ms)
     usage = body.get("usage") or {}
     pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    cost = client.pricer.cost(pt, ct)
-    return {"key": key, "status": "ok", "response": samples[0], "samples": samples, "finish_reason": choices[0].get("finish_reason"),
-            "prompt_tokens": pt, "completion_tokens": ct, "latency_ms": round(latency_ms, 2), "cost_usd": cost or 0.0,
-            "priced": cost is not None, "ledger_hit": False, "error": None, "attempts": 1}
+    return client.ok_record(key, samples, choices[0].get("finish_reason"), pt, ct, latency_ms, 1)
 
 
 def replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: TeacherClient, progress) -> list[dict]:
@@ -63,12 +58,10 @@ def replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: Teach
         raise TeacherUnreachable(f"teacher unreachable at {cfg.api_base or 'the OpenAI API'} (batch mode): {e}") from None
     except openai.APIStatusError as e:
         raise DistillError(f"batch API at {cfg.api_base or 'the OpenAI API'} refused a request ({e.status_code}): {e.message}; "
-                           f"a saved batch id is in {rd.path / 'replay' / 'batch.json'} (delete it to submit afresh)") from None
+                           f"a saved batch id is in {rd.replay_batch_state} (delete it to submit afresh)") from None
 
 
 def _replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: TeacherClient, progress) -> list[dict]:
-    from teacher.replay import teacher_messages
-
     ledger = client.ledger
     msgs = [teacher_messages(r["messages"], cfg) for r in rows]
     params = client.params(temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n)
@@ -108,7 +101,7 @@ def _replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: Teac
     for k in keys:
         rec = found.get(k)
         if rec is None:  # claimed by another live worker: say so rather than drop it
-            rec = found[k] = client._failed(k, "not_replayed: another worker holds this prompt's claim; rerun to pick it up", 0, 0.0)
+            rec = found[k] = client.failed_record(k, "not_replayed: another worker holds this prompt's claim; rerun to pick it up", 0, 0.0)
             progress.update(rec)
         elif k in seen:  # a repeated prompt: counted on the bar once per copy
             progress.update({**rec, "cost_usd": 0.0})
@@ -184,5 +177,5 @@ def _take(row: dict, client: TeacherClient, found: dict, progress, latency_ms: f
 
 def _fail(key: str, reason: str, client: TeacherClient, found: dict, progress) -> None:
     client.ledger.fail(key, reason)
-    found[key] = client._failed(key, reason, 1, 0.0)
+    found[key] = client.failed_record(key, reason, 1, 0.0)
     progress.update(found[key])

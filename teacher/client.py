@@ -9,26 +9,24 @@ Shared by the replay and by anything else that pays a model per prompt (e.g. an 
     rec["status"], rec["response"], rec["cost_usd"], rec["ledger_hit"], rec["error"]
 
 Order of a call: ledger (a committed answer costs 0 and makes no HTTP call) -> claim -> limiter ->
-litellm.acompletion -> commit. Retries: 429 waits Retry-After (else backoff); 5xx, connection
-errors, timeouts and malformed bodies back off exponentially with full jitter; 4xx fail at once.
-Every request carries `Idempotency-Key: <ledger key>` so a provider that honours it never bills a
-resend after a crash. Identical requests in flight in one process share one call.
+core.llm.acompletion -> commit. Retries (core.llm.classify): 429 waits Retry-After (else
+backoff); 5xx, connection errors, timeouts and malformed bodies back off exponentially with full
+jitter; 4xx fail at once. Every request carries `Idempotency-Key: <ledger key>` so a provider
+that honours it never bills a resend after a crash. Identical requests in flight in one process
+share one call. (From a TeacherConfig: teacher.from_config.build_client.)
 """
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from typing import Any
 
+from core import llm
 from core.base import DistillError
-from teacher.cost import Pricer
 from teacher.ledger import Ledger, request_key
 from teacher.limiter import Limiter
 from teacher.textutil import messages_tokens
-
-RETRYABLE = {"rate_limited", "server_error", "timeout", "connection_error", "malformed_response"}
 
 
 class TeacherUnreachable(DistillError):
@@ -50,87 +48,23 @@ class RetryBudget:
         return True
 
 
-def _litellm():
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map
-    import litellm
-
-    litellm.suppress_debug_info = True
-    return litellm
-
-
-def _ensure_mapped(model: str, rates: tuple[float, float] | None) -> None:
-    """Put an unmapped model into litellm's price map (our prices, else 0).
-
-    litellm computes a response_cost for every response; for a model missing from its map that
-    lookup walks fallback name generalisations and costs ~15% of its per-request CPU. Our own
-    Pricer (not litellm's figure) is what the replay reports, so registering is invisible.
-    """
-    litellm = _litellm()
-    if model in litellm.model_cost or model.split("/", 1)[-1] in litellm.model_cost:
-        return
-    inp, out = rates or (0.0, 0.0)
-    provider = model.split("/", 1)[0] if "/" in model else "openai"
-    litellm.register_model({model: {"input_cost_per_token": inp, "output_cost_per_token": out, "cache_creation_input_token_cost": 0.0,
-                                    "cache_read_input_token_cost": 0.0, "litellm_provider": provider, "mode": "chat"}})
-
-
-def classify(e: BaseException) -> tuple[str, float | None]:
-    """(reason, retry_after_s) for an exception from litellm.acompletion."""
-    chain, cur = [], e
-    while cur is not None and len(chain) < 10:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    names = {type(c).__name__ for c in chain}
-    if isinstance(e, (asyncio.TimeoutError, TimeoutError)) or "Timeout" in type(e).__name__ or "APITimeoutError" in names:
-        return "timeout", None
-    if names & {"JSONDecodeError", "_Malformed"}:
-        return "malformed_response", None
-    if names & {"APIConnectionError", "ConnectError", "ClientConnectorError", "ConnectionRefusedError", "ServerDisconnectedError", "RemoteProtocolError"}:
-        return "connection_error", None
-    status = getattr(e, "status_code", None)
-    if status == 429:
-        return "rate_limited", _retry_after(getattr(e, "litellm_response_headers", None))
-    if status is not None and status >= 500:
-        return "server_error", None
-    if status == 408:
-        return "timeout", None
-    if status is not None and 400 <= status < 500:
-        return f"http_{status}", None
-    return "error", None
-
-
-def _retry_after(headers: Any) -> float | None:
-    if not headers:
-        return None
-    try:
-        if headers.get("retry-after-ms"):
-            return float(headers["retry-after-ms"]) / 1000.0
-        if headers.get("retry-after"):
-            return float(headers["retry-after"])
-    except (TypeError, ValueError):  # an HTTP-date Retry-After: fall back to backoff
-        return None
-    return None
-
-
 class TeacherClient:
     def __init__(self, *, model: str, api_base: str | None = None, api_key: str | None = None, timeout_s: float = 30.0,
                  ledger: Ledger | None = None, limiter: Limiter | None = None, max_retries: int = 4,
                  backoff_base_s: float = 0.5, backoff_max_s: float = 30.0, retry_budget: RetryBudget | None = None,
-                 pricer: Pricer | None = None, seed: int | None = None, conn_error_limit: int = 32,
+                 pricer: llm.Pricer | None = None, seed: int | None = None, conn_error_limit: int = 32,
                  key_api_base: str | None = None):
         self.model, self.api_base, self.timeout_s = model, api_base, timeout_s
+        # The HTTP client never retries on its own (max_retries=0): retries are ours, so each is counted and budgeted.
+        self.endpoint = llm.Endpoint(model, api_base, api_key, temperature=None, max_tokens=None, timeout_s=timeout_s, max_retries=0)
         # What identifies the endpoint in the ledger key; differs from api_base only for endpoints
-        # whose URL changes between runs for the same answers (the embedded reference teacher).
+        # whose URL changes between runs for the same answers (the reference teacher).
         self.key_api_base = key_api_base or api_base
-        # openai-compatible local servers need *a* key; real providers read theirs from env if unset.
-        if api_key is None and model.startswith("openai/") and api_base and not os.environ.get("OPENAI_API_KEY"):
-            api_key = "no-key"
-        self._api_key = api_key
         self.ledger, self.limiter = ledger, limiter or Limiter()
         self.max_retries, self.backoff_base_s, self.backoff_max_s = max_retries, backoff_base_s, backoff_max_s
         self.budget = retry_budget or RetryBudget(None)
-        self.pricer = pricer or Pricer(model)
-        _ensure_mapped(model, self.pricer.rates)
+        self.pricer = pricer or llm.Pricer(model)
+        llm.register_prices(model, self.pricer.rates)
         self.rng = random.Random(seed)
         self.ever_answered = False
         self.conn_error_streak = 0  # connection errors in a row, across all calls
@@ -194,7 +128,6 @@ class TeacherClient:
         return rec
 
     async def _call_with_retries(self, key: str, messages: list[dict], temperature: float, max_tokens: int, n: int, extra: dict) -> dict:
-        litellm = _litellm()
         est = messages_tokens(messages) + max_tokens * n
         attempts, t_first = 0, time.monotonic()
         while True:
@@ -203,19 +136,22 @@ class TeacherClient:
             t0 = time.monotonic()
             self.http_requests += 1
             try:
-                resp = await asyncio.wait_for(litellm.acompletion(
-                    model=self.model, messages=messages, api_base=self.api_base, api_key=self._api_key,
-                    temperature=temperature, max_tokens=max_tokens, n=n, timeout=self.timeout_s, max_retries=0,
-                    extra_headers={"Idempotency-Key": key}, **extra), self.timeout_s + 5)  # backstop if a client ignores timeout
-                rec = self._record(key, resp, (time.monotonic() - t0) * 1000, attempts)
-                self.limiter.settle(est, rec["prompt_tokens"] + rec["completion_tokens"])
+                resp = await llm.acompletion(self.endpoint, messages, temperature=temperature, max_tokens=max_tokens, n=n,
+                                             extra_headers={"Idempotency-Key": key}, **extra)
+                p = llm.parse_response(resp)
+                if p.samples[0] is None:
+                    raise llm.MalformedResponse("response has no text content")
+                rec = self.ok_record(key, p.samples, p.finish_reason, p.prompt_tokens, p.completion_tokens,
+                                     (time.monotonic() - t0) * 1000, attempts)
+                self.limiter.settle(est, p.prompt_tokens + p.completion_tokens)
                 self.ever_answered = True
                 self.conn_error_streak = 0
                 return rec
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as e:
-                reason, retry_after = classify(e)
+                failure = llm.classify(e)
+                reason = failure.reason
                 self.limiter.settle(est, 0)  # a refused request uses no quota
                 if reason == "connection_error":
                     # Refused before ever answering, or a long streak with no answer in between:
@@ -223,51 +159,40 @@ class TeacherClient:
                     self.conn_error_streak += 1
                     if not self.ever_answered or self.conn_error_streak >= self.conn_error_limit:
                         raise TeacherUnreachable(f"teacher unreachable at {self.api_base or self.model} "
-                                                 f"({self.conn_error_streak} connection errors in a row): {_short(e)}") from None
+                                                 f"({self.conn_error_streak} connection errors in a row): {llm.short(e)}") from None
                 if reason in ("http_401", "http_403") and not self.ever_answered:
                     # A bad/missing key fails every prompt the same way: stop the stage, say where.
                     raise DistillError(f"teacher at {self.api_base or self.model} rejected the API key ({reason}); "
-                                       f"set teacher.api_key or env DISTILL__TEACHER__API_KEY: {_short(e)}") from None
-                msg = f"{reason}: {_short(e)}"
-                if reason not in RETRYABLE or attempts > self.max_retries or not self.budget.take():
-                    why = "" if reason not in RETRYABLE else f" (after {attempts} attempts)" if attempts > self.max_retries else " (retry budget spent)"
-                    return self._failed(key, msg + why, attempts, (time.monotonic() - t_first) * 1000)
+                                       f"set teacher.api_key or env DISTILL__TEACHER__API_KEY: {llm.short(e)}") from None
+                msg = f"{reason}: {llm.short(e)}"
+                if not failure.retryable or attempts > self.max_retries or not self.budget.take():
+                    why = "" if not failure.retryable else f" (after {attempts} attempts)" if attempts > self.max_retries else " (retry budget spent)"
+                    return self.failed_record(key, msg + why, attempts, (time.monotonic() - t_first) * 1000)
                 self.retries += 1
-                backoff = self.rng.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempts - 1)))
-                await asyncio.sleep(min(self.backoff_max_s, retry_after) if retry_after is not None else backoff)
+                wait = failure.retry_after_s
+                if wait is None:
+                    wait = self.rng.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempts - 1)))
+                await asyncio.sleep(min(self.backoff_max_s, wait))
 
-    def _record(self, key: str, resp: Any, latency_ms: float, attempts: int) -> dict:
-        choices = getattr(resp, "choices", None) or []
-        samples = [getattr(c.message, "content", None) for c in choices]
-        if not samples or samples[0] is None:
-            raise _Malformed("response has no choices/content")
-        usage = getattr(resp, "usage", None)
-        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        ct = int(getattr(usage, "completion_tokens", 0) or 0)
-        cost = self.pricer.cost(pt, ct)
+    def ok_record(self, key: str, samples: list[str | None], finish_reason: str | None, prompt_tokens: int,
+                  completion_tokens: int, latency_ms: float, attempts: int) -> dict:
+        """The ledger/replay record of an answered call, priced by this client's Pricer."""
+        cost = self.pricer.cost(prompt_tokens, completion_tokens)
         return {"key": key, "status": "ok", "response": samples[0], "samples": samples,
-                "finish_reason": choices[0].finish_reason, "prompt_tokens": pt, "completion_tokens": ct,
+                "finish_reason": finish_reason, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                 "latency_ms": round(latency_ms, 2), "cost_usd": cost or 0.0, "priced": cost is not None,
                 "ledger_hit": False, "error": None, "attempts": attempts}
 
-    def _failed(self, key: str, error: str, attempts: int, latency_ms: float) -> dict:
+    def failed_record(self, key: str, error: str, attempts: int, latency_ms: float) -> dict:
         return {"key": key, "status": "failed", "response": None, "samples": [], "finish_reason": None, "prompt_tokens": 0,
                 "completion_tokens": 0, "latency_ms": round(latency_ms, 2), "cost_usd": 0.0, "priced": self.pricer.priced,
                 "ledger_hit": False, "error": error, "attempts": attempts}
 
 
-class _Malformed(Exception):
-    """A 200 whose body parsed but carries no answer; classified as malformed_response via the name check."""
-
-
-def _short(e: BaseException) -> str:
-    s = str(e).replace("\n", " ")
-    return (s[:300] + "...") if len(s) > 300 else s
-
-
 def complete_many(client: TeacherClient, messages_list: list[list[dict]], *, concurrency: int = 16, temperature: float = 0.0,
-                  max_tokens: int = 256, n: int = 1, extra: dict | None = None) -> list[dict]:
-    """Synchronous batch helper (e.g. for an LLM judge): every call ledgered, in input order, on one event loop."""
+                  max_tokens: int = 256, n: int = 1, extra: dict | None = None, on_record: Any = None) -> list[dict]:
+    """Synchronous batch helper (e.g. for an LLM judge): every call ledgered, in input order, on
+    one event loop (a fresh one in a thread when called under a running loop)."""
 
     async def run() -> list[dict]:
         out: list[dict | None] = [None] * len(messages_list)
@@ -276,8 +201,10 @@ def complete_many(client: TeacherClient, messages_list: list[list[dict]], *, con
         async def worker() -> None:
             for i in it:
                 out[i] = await client.complete(messages_list[i], temperature=temperature, max_tokens=max_tokens, n=n, extra=extra)
+                if on_record is not None:
+                    on_record(out[i])
 
         await asyncio.gather(*[worker() for _ in range(max(1, min(concurrency, len(messages_list))))])
         return out  # type: ignore[return-value]
 
-    return asyncio.run(run())
+    return llm.run_sync(run())

@@ -1,45 +1,17 @@
-"""Typed config for the teacher stage: the replay client, its limits and ledger, and the embedded reference server."""
+"""Typed config for the teacher stage: the replay client, its limits, retries, prices and ledger."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from core.base import PathField, StrictModel
-
-
-class FaultConfig(StrictModel):
-    """Fault injection for the reference server, so retries, timeouts and crashes can be tested offline."""
-
-    rate_429: float = Field(0.0, ge=0, le=1, description="Fraction of chat requests answered 429 with a Retry-After header.")
-    retry_after_s: float = Field(0.05, ge=0, description="Retry-After value (seconds) sent with injected and rate-limit 429s.")
-    rate_500: float = Field(0.0, ge=0, le=1, description="Fraction of chat requests answered 500.")
-    rate_timeout: float = Field(0.0, ge=0, le=1, description="Fraction of chat requests that hang for hang_s (past the client's timeout) before answering.")
-    hang_s: float = Field(30.0, ge=0, description="How long an injected timeout hangs, seconds.")
-    rate_malformed: float = Field(0.0, ge=0, le=1, description="Fraction of chat requests answered 200 with a truncated, non-JSON body.")
-    max_rps: float | None = Field(None, gt=0, description="Enforced rate limit (requests/s, token bucket with burst_s of capacity); excess gets 429 + Retry-After.")
-    burst_s: float = Field(1.0, gt=0, description="Seconds of max_rps the server's bucket holds (its burst).")
-    seed: int = Field(0, description="Seed for the fault and latency random draws (reproducible tests).")
-
-
-class ReferenceServerConfig(StrictModel):
-    """The embedded reference teacher: answers from a file of reference answers (offline demos, tests)."""
-
-    enabled: bool = Field(False, description="Start the reference teacher on 127.0.0.1 before replay.")
-    answers: str | None = PathField(None, "JSONL of {id, user, response} reference answers; relative to the config file.")
-    host: str = Field("127.0.0.1", description="Interface to bind; keep loopback unless you mean to expose it.")
-    port: int = Field(0, ge=0, description="Port to listen on; 0 picks a free one.")
-    latency_ms: float = Field(0.0, ge=0, description="Added latency per request (mean), to mimic a hosted model.")
-    latency_sigma: float = Field(0.0, ge=0, description="Lognormal sigma of the latency around latency_ms; 0 means constant latency.")
-    model_name: str = Field("reference-teacher", description="Model id it reports on /v1/models.")
-    api_key: SecretStr | None = Field(None, description="If set, chat requests must carry 'Authorization: Bearer <key>' (else 401). Never logged.")
-    batch_delay_s: float = Field(0.0, ge=0, description="How long a submitted batch stays in_progress before it completes (Batch API emulation).")
-    faults: FaultConfig = Field(default_factory=FaultConfig, description="Fault injection (429/500/timeouts/malformed bodies/rate limit).")
+from core.base import StrictModel
 
 
 class TeacherConfig(StrictModel):
     model: str = Field("openai/reference-teacher", description="litellm model string, e.g. openai/gpt-4o.")
-    api_base: str | None = Field(None, description="Base URL of an OpenAI-compatible endpoint; filled in when the reference server runs.")
+    api_base: str | None = Field(None, description="Base URL of an OpenAI-compatible endpoint (vLLM, TGI, a proxy); None lets litellm use the provider's own. Filled in when the reference teacher runs.")
+    endpoint_id: str | None = Field(None, description="What identifies this endpoint in replay-ledger keys (default: api_base). Set it when the URL changes between runs but the answers do not (the reference teacher sets it to the hash of its answers file).")
     api_key: SecretStr | None = Field(None, description="API key; prefer env DISTILL__TEACHER__API_KEY. Never logged.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature for replay.")
     max_tokens: int = Field(256, ge=1, description="Max tokens per teacher answer.")
@@ -64,4 +36,3 @@ class TeacherConfig(StrictModel):
     ledger_url: str | None = Field(None, description="SQLAlchemy URL of a shared ledger (e.g. postgresql+psycopg2://...); default: SQLite file under the data dir.")
     shards: int = Field(1, ge=1, description="Split the replay into this many Prefect tasks, run on the flow's task runner (orchestration.task_runner) or by several workers; rpm/tpm are split evenly and the shared ledger keeps any prompt from being paid twice.")
     progress: bool = Field(True, description="Show a tqdm progress bar (rate, ETA, spend) on stderr.")
-    reference_server: ReferenceServerConfig = Field(default_factory=ReferenceServerConfig, description="Embedded reference teacher.")

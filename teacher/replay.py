@@ -3,7 +3,7 @@
     run_replay(cfg: TeacherConfig, rd: RunDir, ledger_path: Path, on_progress=None) -> dict
 
 Online mode runs all prompts on ONE event loop through TeacherClient (ledger -> claim -> queueing
-rate limiter -> litellm.acompletion with retries -> commit), `cfg.concurrency` workers wide.
+rate limiter -> core.llm.acompletion with retries -> commit), `cfg.concurrency` workers wide.
 Batch mode hands the misses to the provider's Batch API (teacher/batch.py). Either way the
 ledger makes reruns and restarts after a crash free for what was already answered; the output
 has one record per input prompt, in input order, ok or failed with its reason.
@@ -16,15 +16,13 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
-from core.base import DistillError, file_hash, read_jsonl, write_jsonl
+from core.base import DistillError, read_jsonl, write_jsonl
 from core.rundir import RunDir
-from teacher.client import RetryBudget, TeacherClient, TeacherUnreachable
+from teacher.client import TeacherClient, TeacherUnreachable
 from teacher.config import TeacherConfig
-from teacher.cost import Pricer
-from teacher.ledger import Ledger, request_key
-from teacher.limiter import Limiter
+from teacher.from_config import build_client, ledger_endpoint, ledger_lease_s, open_ledger, teacher_messages
+from teacher.ledger import request_key
 
 ProgressHook = Callable[[int, int, float], None]  # on_progress(done, total, spend_usd)
 
@@ -42,42 +40,6 @@ def load_prompts(rd: RunDir) -> list[dict]:
                 raise DistillError(f"{path}: record {i} (id {row.get('id')!r}) has no 'messages' list")
             rows.append(row)
     return rows
-
-
-def teacher_messages(messages: list[dict], cfg: TeacherConfig) -> list[dict]:
-    """What the teacher sees: the prompt plus the teacher-only system prompt (the student never sees it)."""
-    if not cfg.system_prompt:
-        return messages
-    sys_turn = {"role": "system", "content": cfg.system_prompt}
-    if cfg.system_prompt_mode == "replace":
-        return [sys_turn] + [m for m in messages if m.get("role") != "system"]
-    return [sys_turn] + list(messages)
-
-
-def ledger_endpoint(cfg: TeacherConfig) -> str | None:
-    """The endpoint identity in ledger keys. The embedded reference teacher gets a new port each
-    run; its answers file (by content hash) is what determines the answers, so key on that."""
-    rs = cfg.reference_server
-    if rs.enabled and rs.answers and cfg.api_base and urlparse(cfg.api_base).hostname in ("127.0.0.1", "localhost", "::1"):
-        if Path(rs.answers).is_file():
-            return f"reference-teacher:{file_hash(rs.answers)}"
-    return cfg.api_base
-
-
-def build_client(cfg: TeacherConfig, ledger: Ledger | None, n_prompts: int, *, batch: bool = False) -> TeacherClient:
-    return TeacherClient(
-        key_api_base=ledger_endpoint(cfg),
-        model=cfg.model, api_base=cfg.api_base, api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
-        timeout_s=cfg.timeout_s, ledger=ledger, limiter=Limiter(cfg.rpm, cfg.tpm, cfg.limiter_burst_s),
-        max_retries=cfg.max_retries, backoff_base_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s,
-        retry_budget=RetryBudget(int(cfg.retry_budget * n_prompts) + 10), conn_error_limit=max(16, 2 * cfg.concurrency),
-        pricer=Pricer(cfg.model, cfg.input_cost_per_token, cfg.output_cost_per_token, batch=batch, batch_discount=cfg.batch_discount))
-
-
-def ledger_lease_s(cfg: TeacherConfig) -> float:
-    """How long a claim on another host is trusted: longer than one prompt's worst case with retries."""
-    online = (cfg.timeout_s + cfg.backoff_max_s) * (cfg.max_retries + 1) * 2
-    return max(300.0, online, cfg.batch_timeout_s if cfg.mode == "batch" else 0.0)
 
 
 class Progress:
@@ -201,7 +163,7 @@ def run_replay(cfg: TeacherConfig, rd: RunDir, ledger_path: Path, on_progress: P
     """Replay every prompt; returns {"counts", "figures"} (also recorded in the run manifest)."""
     started = time.time()
     rows = load_prompts(rd)
-    ledger = Ledger(cfg.ledger_url or ledger_path, lease_s=ledger_lease_s(cfg))
+    ledger = open_ledger(cfg, ledger_path)
     progress = None
     try:
         client = build_client(cfg, ledger, len(rows), batch=cfg.mode == "batch")  # imports litellm: before the clock starts
@@ -247,7 +209,7 @@ def replay_shard(cfg: TeacherConfig, rd: RunDir, ledger_path: Path, shard: int, 
     rows = shard_rows(load_prompts(rd), shard, n_shards)
     share = {k: getattr(cfg, k) / n_shards for k in ("rpm", "tpm") if getattr(cfg, k)}
     scfg = cfg.model_copy(update={**share, "progress": False})
-    ledger = Ledger(cfg.ledger_url or ledger_path, lease_s=ledger_lease_s(cfg))
+    ledger = open_ledger(cfg, ledger_path)
     try:
         client = build_client(scfg, ledger, len(rows))
         t0 = time.monotonic()
@@ -282,4 +244,6 @@ def merge_shards(cfg: TeacherConfig, rd: RunDir, n_shards: int) -> dict:
     return {"counts": counts, "figures": figures}
 
 
-__all__ = ["run_replay", "replay_shard", "merge_shards", "load_prompts", "teacher_messages", "build_client", "TeacherUnreachable", "Progress"]
+__all__ = ["run_replay", "replay_shard", "merge_shards", "load_prompts", "Progress", "TeacherUnreachable",
+           # re-exported from teacher.from_config for existing callers
+           "teacher_messages", "build_client", "ledger_endpoint", "ledger_lease_s"]

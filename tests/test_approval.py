@@ -1,12 +1,13 @@
 """The approval step against a real (ephemeral) Prefect server: pause, answer, resume."""
 import threading
-import time
 
 import pytest
 from prefect import flow, get_client
 from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run
 
+from core.base import DistillError
+from approval_helpers import answer_when_paused
 from flows.approval import request_approval, submit_approval
 
 
@@ -16,23 +17,9 @@ def _needs_approval(timeout_s: float = 30, auto: str | None = None) -> dict:
     return {"approved": a.approved, "approver": a.approver, "comment": a.comment}
 
 
-def _answer_paused(approved: bool):
-    """Play the human: find the paused run and answer its form like `distill approve` does."""
-    with get_client(sync_client=True) as client:
-        for _ in range(120):
-            runs = client.read_flow_runs()
-            paused = sorted((r for r in runs if r.state and r.state.is_paused() and r.name),
-                            key=lambda r: r.created, reverse=True)
-            if paused:
-                time.sleep(0.5)
-                submit_approval(paused[0].id, approver="alice", approved=approved, comment="looked at the report")
-                return
-            time.sleep(0.25)
-
-
 @pytest.mark.parametrize("approved", [True, False])
 def test_human_answers_the_form(prefect_server, approved):
-    t = threading.Thread(target=_answer_paused, args=(approved,), daemon=True)
+    t = threading.Thread(target=answer_when_paused, args=(approved,), daemon=True)
     t.start()
     out = _needs_approval(timeout_s=60)
     t.join(5)
@@ -45,9 +32,34 @@ def test_auto_approver_from_config(prefect_server):
     assert "config" in out["comment"]
 
 
-def test_no_answer_times_out(prefect_server):
+def test_no_answer_times_out_and_a_late_answer_is_refused(prefect_server):
     with pytest.raises(FlowPauseTimeout):
         _needs_approval(timeout_s=3)
+    with get_client(sync_client=True) as client:
+        run = sorted(client.read_flow_runs(), key=lambda r: r.created)[-1]
+    assert run.state.is_failed()
+    with pytest.raises(DistillError, match="not waiting for approval"):
+        submit_approval(run.id, approver="late-larry", approved=True)
+
+
+@flow
+def _answer_after_the_deadline() -> str:
+    try:
+        request_approval("# gate report", timeout_s=2, auto_approver=None, flow_run_id=flow_run.id)
+    except FlowPauseTimeout:
+        pass
+    # The pause timed out but this run has not failed yet, so it still shows Paused to others.
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(flow_run.id).state.is_paused()
+    try:
+        submit_approval(flow_run.id, approver="late-larry", approved=True)
+    except DistillError as e:
+        return str(e)
+    return "accepted"
+
+
+def test_answer_inside_the_closing_window_is_refused(prefect_server):
+    assert "approval window closed" in _answer_after_the_deadline()
 
 
 def test_empty_approver_refused():

@@ -74,7 +74,7 @@ def test_too_little_data_stops_before_training_unless_forced(tmp_path, capsys):
         f"name: t\ndata_dir: {tmp_path / 'data'}\n"
         f"ingest:\n  source:\n    path: {src / 'prompt_log.jsonl.gz'}\n  max_records: 60\n"
         f"teacher:\n  model: openai/reference-teacher\n  progress: false\n"
-        f"  reference_server: {{enabled: true, answers: {src / 'reference_answers.jsonl'}, port: 0, latency_ms: 1}}\n"
+        f"reference_teacher: {{enabled: true, answers: {src / 'reference_answers.jsonl'}, port: 0, latency_ms: 1}}\n"
         f"filter:\n  json_schema: {src / 'output_schema.json'}\n")
     assert main(["ingest", "--config", str(cfg)]) == 0
     assert main(["replay", "--config", str(cfg)]) == 0

@@ -15,8 +15,8 @@ def _overrides(tmp_path, *extra):
     return [
         f"data_dir={tmp_path / 'data'}",
         "ingest.max_records=300",
-        "teacher.reference_server.port=0",
-        "teacher.reference_server.latency_ms=5",
+        "reference_teacher.port=0",
+        "reference_teacher.latency_ms=5",
         "teacher.progress=false",
         "filter.report.min_train_examples=100",
         "student.epochs=1",
@@ -62,6 +62,47 @@ def test_flow_end_to_end_promotes(prefect_server, tmp_path):
     meta = reg.meta("banking77-intent", out["promoted"]["version"])
     assert meta["approver"] == "demo-bot" and meta["gate"]["passed"] and meta["run_id"] == Path(out["run_dir"]).name
     assert (Path(out["run_dir"]) / "summary.md").read_text().count("Promoted") == 1
+
+    # The same stages by hand (`distill <stage>`) write the same files and manifest entries.
+    _stages_by_hand_match_the_flow(tmp_path, Path(out["run_dir"]))
+    # A manual promotion writes the serving hand-off too (not only the flow's promote).
+    vdir = reg.version_dir("banking77-intent", out["promoted"]["version"])
+    for f in ("litellm_router.yaml", "serve.sh"):
+        (vdir / f).unlink()
+    from distill.cli import main
+
+    assert main(["registry", "promote", out["promoted"]["version"], "--alias", "staging", "--approver", "alice",
+                 "--data-dir", str(tmp_path / "data")]) == 0
+    assert (vdir / "litellm_router.yaml").is_file() and (vdir / "serve.sh").is_file()
+    assert reg.aliases("banking77-intent")["staging"] == out["promoted"]["version"]
+
+
+HAND_STAGES = ("ingest", "replay", "filter", "train", "eval", "gate")
+
+
+def _files(run_dir: Path) -> set[str]:
+    return {str(p.relative_to(run_dir)) for s in HAND_STAGES for p in (run_dir / s).rglob("*") if p.is_file()}
+
+
+def _stages_by_hand_match_the_flow(tmp_path: Path, flow_dir: Path) -> None:
+    from distill.cli import main
+
+    overrides = [a for o in _overrides(tmp_path / "hand", "gate.min_agreement=0.0", "gate.max_p95_latency_ms=null",
+                                        "gate.max_cost_ratio=null") for a in ("--set", o)]
+    for verb in ("ingest", "replay", "filter", "train", "evaluate", "gate"):
+        assert main([verb, "--config", str(CONFIG), *overrides]) == 0, verb
+    hand_dir = next((tmp_path / "hand" / "data" / "runs").iterdir())
+    assert _files(hand_dir) == _files(flow_dir)
+    flow_m, hand_m = (json.loads((d / "manifest.json").read_text()) for d in (flow_dir, hand_dir))
+    assert hand_m["config_hash"] != flow_m["config_hash"]  # another data_dir: a different config ...
+    for stage in HAND_STAGES:
+        f, h = flow_m["stages"][stage], hand_m["stages"][stage]
+        assert set(f) == set(h), stage  # ... but the same entries, with the same counts
+        assert set(f["figures"]) == set(h["figures"]), stage
+        if stage != "eval":  # eval counts include timing-dependent latency samples
+            assert f["counts"] == h["counts"], stage
+    for key in ("input_hash", "output_hash"):  # ingest is deterministic: byte-identical files
+        assert flow_m["stages"]["ingest"][key] == hand_m["stages"]["ingest"][key], key
 
 
 @pytest.mark.slow

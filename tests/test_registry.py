@@ -1,6 +1,9 @@
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +37,15 @@ def test_register_promote_resolve_rollback(tmp_path):
     assert actions.count("promote") == 2 and actions.count("rollback") == 1
 
 
+def test_promoting_the_current_version_again_does_not_trap_rollback(tmp_path):
+    reg = Registry(tmp_path / "reg")
+    v1, v2 = (reg.register("m", _model(tmp_path, i), {}) for i in (1, 2))
+    reg.promote("m", v1, approver="alice")
+    reg.promote("m", v2, approver="bob")
+    reg.promote("m", v2, approver="bob", comment="re-approved")  # records previous = v2 itself
+    assert reg.rollback("m", approver="carol")["version"] == v1
+
+
 def test_unknown_version_and_empty_registry(tmp_path):
     reg = Registry(tmp_path / "reg")
     with pytest.raises(DistillError, match="empty"):
@@ -45,11 +57,121 @@ def test_unknown_version_and_empty_registry(tmp_path):
         reg.resolve("v0009")
 
 
-def test_failed_copy_leaves_no_version(tmp_path):
+def test_missing_model_dir_is_refused(tmp_path):
     reg = Registry(tmp_path / "reg")
-    with pytest.raises(DistillError):
+    with pytest.raises(DistillError, match="not a directory"):
         reg.register("m", tmp_path / "missing", {})
     assert reg.versions("m") == []
+
+
+# A writer SIGKILLed at a chosen point. The point is reached by a stdlib audit hook (no code of
+# ours is patched): when the named file operation is about to happen, the hook drops a marker and
+# blocks, the test sees the marker (an observable event, no sleeps) and kills the process there.
+KILLED_WRITER = """
+import os, sys, time
+action, root, model, marker, point = sys.argv[1:6]
+busy, seen = [False], [0]
+
+def hook(event, args):
+    if busy[0] or event not in ("open", "os.rename"):
+        return
+    path, dst = str(args[0]), str(args[1]) if event == "os.rename" else ""
+    hit = {
+        "copy": event == "open" and "/.incoming-" in path and "w" in str(args[1]),   # mid-copy of the model
+        "rename": event == "os.rename" and "/versions/v" in dst,                  # copied, not yet visible
+        "audit": event == "open" and path.endswith("audit.jsonl"),                # before the audit line is written
+        "alias": event == "os.rename" and dst.endswith("aliases.json"),           # new aliases written, not in place
+        "meta": event == "open" and "/.meta.json." in path,                      # alias moved, version record not yet
+    }[point]
+    if hit:
+        seen[0] += 1
+        if point != "copy" or seen[0] == 5:
+            busy[0] = True
+            open(marker, "w").close()
+            time.sleep(3600)
+
+sys.addaudithook(hook)
+from registry.registry import Registry
+reg = Registry(root)
+if action == "register":
+    reg.register("m", model, {"run_id": "killed"})
+else:
+    reg.promote("m", "v0002", approver="killed")
+"""
+
+
+def _big_model(tmp_path, files=40):
+    d = tmp_path / "model-big"
+    d.mkdir()
+    (d / "student.json").write_text(json.dumps({"kind": "classifier", "tag": "big"}))
+    for i in range(files):
+        (d / f"f{i:03d}.bin").write_bytes(bytes([i]) * 65536)
+    return d
+
+
+def _kill_at(tmp_path, action, root, model, point):
+    marker = tmp_path / f"at-{point}"
+    p = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, action, str(root), str(model), str(marker), point],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert p.poll() is None, f"the writer finished without reaching {point!r}: {p.communicate()[1][-2000:]}"
+            assert time.monotonic() < deadline, f"the writer never reached {point!r}"
+            time.sleep(0.01)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert p.returncode == -signal.SIGKILL
+
+
+def _assert_consistent(root, model) -> Registry:
+    """What any reader may rely on after a crash: every visible version is complete, the aliases
+    and the audit log parse and point at visible versions."""
+    reg = Registry(root)
+    want = {f.name: f.read_bytes() for f in model.iterdir()}
+    for v in reg.versions("m"):
+        got = {f.name: f.read_bytes() for f in reg.model_dir("m", v).iterdir()}
+        assert got.keys() == want.keys() or v == "v0001", f"{v} is visible but incomplete"
+        assert reg.meta("m", v)["version"] == v
+    aliases = json.loads((Path(root) / "m" / "aliases.json").read_text())  # valid JSON, never a torn write
+    assert set(aliases.values()) <= set(reg.versions("m")), aliases
+    assert all(a["version"] in reg.versions("m") for a in reg.audit("m") if a.get("version"))
+    return reg
+
+
+@pytest.mark.parametrize("point,visible", [("copy", False), ("rename", False), ("audit", True)])
+def test_sigkill_during_register_leaves_no_partial_version_nor_reused_number(tmp_path, point, visible):
+    root, model = tmp_path / "reg", _big_model(tmp_path)
+    Registry(root).register("m", _model(tmp_path, 1), {"run_id": "r1"})
+    _kill_at(tmp_path, "register", root, model, point)
+    reg = _assert_consistent(root, model)
+    assert reg.versions("m") == (["v0001", "v0002"] if visible else ["v0001"])
+    assert reg.aliases("m") == {"candidate": "v0001"}  # the alias moves only after the version is in
+    # The next writer gets a number no reader has ever seen used, and cleans up the dead copy.
+    nxt = reg.register("m", model, {"run_id": "r3"})
+    assert nxt == ("v0003" if visible else "v0002")
+    assert reg.aliases("m")["candidate"] == nxt and _assert_consistent(root, model)
+    assert [p.name for p in (root / "m" / "versions").iterdir()] == sorted(reg.versions("m"))
+
+
+@pytest.mark.parametrize("point", ["alias", "audit", "meta"])
+def test_sigkill_during_promote_leaves_valid_aliases(tmp_path, point):
+    root, model = tmp_path / "reg", _big_model(tmp_path, files=2)
+    reg = Registry(root)
+    reg.promote("m", reg.register("m", _model(tmp_path, 1), {}), approver="alice")
+    reg.register("m", model, {})
+    _kill_at(tmp_path, "promote", root, model, point)
+    reg = _assert_consistent(root, model)
+    # The audit line is written ahead of the alias change: killed before the change lands, the
+    # alias still names the old version; after it, the new one - and either way the log has it.
+    assert reg.aliases("m")["production"] == ("v0002" if point == "meta" else "v0001")
+    assert (reg.audit("m")[-1]["action"] == "promote") == (point != "audit")
+    assert reg.versions("m") == ["v0001", "v0002"]
+    reg.promote("m", "v0002", approver="bob")  # a later promotion goes through
+    assert reg.aliases("m")["production"] == "v0002"
+    assert reg.meta("m", "v0002")["promotions"][-1]["approver"] == "bob"
+    assert reg.rollback("m", approver="carol")["version"] == "v0001"
 
 
 PROMOTER = """

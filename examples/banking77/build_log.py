@@ -23,12 +23,14 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SRC = Path("/work/shared/data/banking77")
+# The shared data directory beside the checkout (../shared/data), or $DISTILL_SHARED_DATA.
+DEFAULT_SRC = Path(os.environ.get("DISTILL_SHARED_DATA", HERE.parents[2] / "shared" / "data")) / "banking77"
 SEED = 77
 START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 DAYS = 30

@@ -1,6 +1,6 @@
 """Build the NLU++ (banking) example prompt log from the PolyAI NLU++ annotations.
 
-    python examples/nluplusplus/build_log.py [--src /work/shared/data/nlupp]
+    python examples/nluplusplus/build_log.py [--src ../shared/data/nlupp]
 
 Writes, beside this script:
     prompt_log.jsonl.gz       {"id","timestamp","model","messages":[system,user],"response":{"role","content"},"metadata"}
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", type=Path, default=Path("/work/shared/data/nlupp"), help="NLU++ data directory")
+    ap.add_argument("--src", type=Path, default=Path(os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "nlupp", help="NLU++ data directory")
     ap.add_argument("--out", type=Path, default=HERE, help="output directory")
     a = ap.parse_args()
     print(f"wrote {build(a.src, a.out)} records to {a.out}")

@@ -55,16 +55,45 @@ def iter_jsonl(path: str | Path | None) -> Iterator[Item]:
         yield from _iter_file(p)
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _iter_file(path: Path) -> Iterator[Item]:
     src = str(path)
     pos = 0
     with open_log(path) as f:
         # Bytes, decoded per line: one bad line is quarantined instead of stopping the read.
         try:
-            for pos, line in enumerate(f, 1):
+            for pos, line in enumerate(_lines(f), 1):
                 yield parse_line(pos, src, line)
         except (OSError, EOFError) as e:  # a corrupt or cut-off .gz
             raise DistillError(f"log file {src} is unreadable after line {pos}: {e}") from None
+
+
+def _lines(f: IO[bytes]) -> Iterator[bytes]:
+    """UTF-8 lines of a log. Excel and many Windows tools start a file with a byte-order mark:
+    a UTF-8 one is dropped (utf-8-sig), and a UTF-16 file (PowerShell's `>`) is transcoded line
+    by line; a lone surrogate in it comes out as invalid UTF-8, so that line is quarantined."""
+    head = f.peek(3)[:3] if hasattr(f, "peek") else b""
+    if head.startswith(_UTF16_BOMS):
+        import io
+
+        text = io.TextIOWrapper(f, encoding="utf-16", errors="surrogatepass", newline="\n")
+        try:
+            for line in text:
+                yield line.encode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as e:  # an odd trailing byte: not a UTF-16 file after all
+            raise OSError(f"not valid UTF-16 although it starts with a UTF-16 byte-order mark ({e.reason})") from None
+        finally:
+            text.detach()
+        return
+    first = True
+    for line in f:
+        if first and line.startswith(UTF8_BOM):
+            line = line[len(UTF8_BOM):]
+        first = False
+        yield line
 
 
 def parse_line(pos: int, src: str, line: bytes) -> Item:

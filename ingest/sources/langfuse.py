@@ -13,13 +13,15 @@ from typing import Any, Iterator
 from core.base import DistillError
 from ingest.records import (Item, RecordError, SkipRecord, content_text, make_record, normalize_messages,
                             normalize_timestamp, response_text)
-from ingest.sources.jsonl import open_log
+from ingest.sources.jsonl import UTF8_BOM, open_log
 
 
 def _observations(path: str | Path) -> Iterator[tuple[int, Any, Any]]:
     """(position, raw, parsed-or-error) per observation; JSON documents or JSONL."""
     with open_log(path) as f:
         data = f.read()
+    if data.startswith(UTF8_BOM):  # Excel and Windows tools write one; it is not part of the JSON
+        data = data[len(UTF8_BOM):]
     head = data.lstrip()[:1]
     if head in (b"[", b"{"):
         try:

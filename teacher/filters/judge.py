@@ -1,15 +1,14 @@
 """LLM judge: a model (the teacher by default) scores each surviving output 1-10 against a rubric.
 
-Paid calls, so they go through the same ledger and client as the replay (teacher/client.py):
-a rerun of the filter stage, or a restart after a crash, pays nothing for outputs already judged.
+Paid calls, so they go through the same ledger and client as the replay (teacher/client.py, which
+calls models through core/llm.py): a rerun of the filter stage, or a restart after a crash, pays
+nothing for outputs already judged.
 Off by default; it runs last so it only judges what every cheap filter let through.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,28 +51,6 @@ def parse_score(text: str | None) -> tuple[float | None, str]:
     return None, s[:200]
 
 
-def _run_async(coro: Any) -> Any:
-    """asyncio.run, also from inside a running loop (e.g. an async Prefect task): use a thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["v"] = asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
-            box["e"] = e
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "e" in box:
-        raise box["e"]
-    return box["v"]
-
-
 class JudgeFilter(Filter):
     name = "judge"
 
@@ -100,14 +77,16 @@ class JudgeFilter(Filter):
         return t.model_copy(update=upd)
 
     def check_all(self, records: list[dict]) -> list[Verdict]:
+        from teacher.client import complete_many
+        from teacher.from_config import build_client, ledger_lease_s
         from teacher.ledger import Ledger
-        from teacher.replay import build_client, ledger_lease_s
 
         tcfg = self._judge_teacher_config()
         ledger = Ledger(self.ledger_target, lease_s=ledger_lease_s(tcfg))
         try:
             client = build_client(tcfg, ledger, len(records))
-            results = _run_async(self._judge_all(client, records))
+            results = complete_many(client, [judge_messages(r, self.config.rubric) for r in records],
+                                    concurrency=self.config.concurrency, temperature=0.0, max_tokens=self.config.max_tokens)
         finally:
             ledger.close()
         verdicts = []
@@ -136,12 +115,3 @@ class JudgeFilter(Filter):
         if self.config.on_error == "keep":
             return Verdict(True, update={"judge_score": None})
         return drop("judge_failed", msg)
-
-    async def _judge_all(self, client: Any, records: list[dict]) -> list[dict]:
-        sem = asyncio.Semaphore(self.config.concurrency)
-
-        async def one(r: dict) -> dict:
-            async with sem:
-                return await client.complete(judge_messages(r, self.config.rubric), temperature=0.0, max_tokens=self.config.max_tokens)
-
-        return await asyncio.gather(*(one(r) for r in records))

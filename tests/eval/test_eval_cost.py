@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from eval.cost import break_even, student_cost_per_1k, teacher_cost_per_1k, token_cost, training_cost
+from core.llm import token_cost
+from eval.cost import break_even, student_cost_per_1k, teacher_cost_per_1k, training_cost
 
 
 def test_teacher_cost_uses_replay_cost_when_recorded():

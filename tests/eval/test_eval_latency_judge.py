@@ -6,7 +6,7 @@ import asyncio
 import pytest
 from eval_stub_server import StubServer
 
-from eval.calls import Endpoint
+from core.llm import Endpoint
 from eval.config import JudgeConfig
 from eval.judge import combine, judge_items, parse_verdict
 from eval.latency import measure_endpoint, percentiles

@@ -132,3 +132,39 @@ def test_unknown_config_keys_and_kinds_are_rejected():
         IngestConfig.model_validate({"source": {"kind": "kafka"}})
     assert IngestConfig.model_validate({"source": {"path": "x"}}).source.kind == "jsonl"
 
+
+
+def test_utf8_byte_order_mark_on_the_first_line_is_not_a_lost_record(runner, tmp_path):
+    # What Excel and many Windows tools write: the BOM once, before the first line.
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"\xef\xbb\xbf" + json.dumps(chat(1)).encode() + b"\r\n" + json.dumps(chat(2)).encode() + b"\r\n")
+    c = runner.run(runner.cfg(log, holdout_fraction=0.0))
+    assert_balanced(c)
+    assert (c["read"], c["kept"], c["quarantined"]) == (2, 2, 0), c
+    assert [r["id"] for r in runner.out("train")] == ["req_1", "req_2"]
+    # ... also gzipped, and a BOM later in the file is still an error (it is not a line start mark).
+    gz = tmp_path / "log.jsonl.gz"
+    gz.write_bytes(gzip.compress(b"\xef\xbb\xbf" + json.dumps(chat(1)).encode() + b"\n\xef\xbb\xbf" + json.dumps(chat(2)).encode() + b"\n"))
+    c = runner.run(runner.cfg(gz, holdout_fraction=0.0))
+    assert_balanced(c)
+    assert (c["kept"], c["quarantined"]) == (1, 1) and runner.out("quarantine")[0]["position"] == 2
+
+
+def test_utf16_log_from_powershell_is_read(runner, tmp_path):
+    log = tmp_path / "log.jsonl"
+    text = json.dumps(chat(1, "caf\u00e9 \U0001f600 question")) + "\r\n" + json.dumps(chat(2)) + "\r\n"
+    log.write_bytes(text.encode("utf-16"))  # BOM + UTF-16LE, what `>` writes in Windows PowerShell 5
+    c = runner.run(runner.cfg(log, holdout_fraction=0.0))
+    assert_balanced(c)
+    assert (c["read"], c["kept"]) == (2, 2), c
+    assert "caf\u00e9 \U0001f600" in runner.out("train")[0]["messages"][-1]["content"]
+
+
+def test_langfuse_export_with_byte_order_mark(runner, tmp_path):
+    log = tmp_path / "export.json"
+    obs = {"id": "g1", "type": "GENERATION", "input": [{"role": "user", "content": "hello there"}], "output": "hi",
+           "startTime": "2026-10-01T00:00:00Z"}
+    log.write_bytes(b"\xef\xbb\xbf" + json.dumps({"data": [obs]}).encode())
+    c = runner.run(IngestConfig.model_validate({"source": {"kind": "langfuse", "path": str(log)}, "parquet": False,
+                                                "holdout_fraction": 0.0}))
+    assert (c["read"], c["kept"]) == (1, 1), c

@@ -84,6 +84,27 @@ def test_pii_is_redacted_everywhere_it_is_written(runner, tmp_path):
         assert b"jane.roe" not in data and b"bob@" not in data and b"4111" not in data, f.name
 
 
+def test_no_pii_in_any_file_written_run_dir_or_ingest_state(runner, tmp_path):
+    """The golden holdout in the ingest state directory outlives every run: scanned like the run dir."""
+    secrets = [b"jane.roe", b"bob@", b"4111", b"gb82west", b"123-45-6789"]
+    rows = [chat(i, f"case {i}: mail jane.roe@example.com, card 4111 1111 1111 1111, iban GB82 WEST 1234 5698 7654 32 "
+                    f"ssn 123-45-6789 ({i * 7919 % 1000} pounds)", response=f"sure bob@example.org {i}",
+                 metadata={"user": "jane.roe@example.com"}) for i in range(40)]
+    log = write_log(tmp_path / "log.jsonl", [*rows, '{"prompt": "broken from jane.roe@example.com'])
+    state = tmp_path / "state"
+    c = runner.run(runner.cfg(log, holdout_fraction=0.5, parquet=True,
+                              window={"incremental": True, "state_dir": str(state)}))
+    assert_balanced(c)
+    golden = list(state.rglob("golden_holdout.jsonl"))
+    assert golden and c["holdout"] > 0 and golden[0].read_text().count("\n") == c["holdout"]
+    files = [f for root in (runner.rd.path, state) for f in root.rglob("*") if f.is_file()]
+    assert {f.name for f in files} >= {"train.jsonl", "holdout.jsonl", "quarantine.jsonl", "train.parquet",
+                                        "golden_holdout.jsonl", "watermark.json", "manifest.json"}
+    for f in files:
+        data = f.read_bytes().lower()
+        assert not [s for s in secrets if s in data], f
+
+
 def test_missing_log_names_the_path_and_writes_nothing(runner, tmp_path):
     with pytest.raises(DistillError, match="no/such/log.jsonl"):
         runner.run(runner.cfg(tmp_path / "no" / "such" / "log.jsonl"))

@@ -1,7 +1,12 @@
 """Incremental windows (watermark), the golden holdout kept across runs, and decontamination."""
+import gzip
 import json
 
-from ingest.pipeline import in_holdout
+import pytest
+
+from core.base import DistillError
+from core.rundir import RunDir
+from ingest.pipeline import in_holdout, run_ingest
 from ingest.state import source_key
 from ingest_testkit import assert_balanced, chat, write_log
 
@@ -48,18 +53,31 @@ def test_watermark_reads_only_newer_records(runner, tmp_path):
     assert runner.run(cfg)["quarantined_by_reason"] == {"no_timestamp": 1}
 
 
-def test_a_failed_run_does_not_move_the_watermark(runner, tmp_path):
-    log = write_log(tmp_path / "log.jsonl", [chat(i, ts=ts(i)) for i in range(5)])
-    cfg = runner.cfg(log, window={"incremental": True, "state_dir": str(tmp_path / "st")})
+@pytest.mark.parametrize("failure", ["cut_off_gzip", "write_fails"])
+def test_a_failed_run_does_not_move_the_watermark(runner, tmp_path, failure):
+    """A run that read newer records and then failed (mid-read, or writing its outputs) leaves
+    the watermark and the golden holdout exactly as they were."""
+    log = write_log(tmp_path / "log.jsonl", [chat(i, sentence(i), ts=ts(i)) for i in range(20)])
+    cfg = runner.cfg(log, holdout_fraction=0.3, window={"incremental": True, "state_dir": str(tmp_path / "st")})
     runner.run(cfg)
-    wm_file = tmp_path / "st" / source_key(cfg) / "watermark.json"
-    before = wm_file.read_text()
-    log.unlink()
-    try:
-        runner.run(cfg)
-    except Exception:
-        pass
-    assert wm_file.read_text() == before
+    st = tmp_path / "st" / source_key(cfg)
+    before = {f.name: f.read_bytes() for f in st.iterdir()}
+    assert set(before) == {"watermark.json", "golden_holdout.jsonl"}
+    newer = b"".join(json.dumps(chat(i, sentence(i), ts=ts(i))).encode() + b"\n" for i in range(20, 2000))
+    rd = RunDir.create(runner.runs, "t")
+    if failure == "cut_off_gzip":
+        data = gzip.compress(log.read_bytes() + newer)  # the same path (gzip is told by its magic bytes)
+        log.write_bytes(data[: len(data) * 3 // 4])
+        with pytest.raises(DistillError, match="unreadable after line"):
+            run_ingest(cfg, rd)
+    else:
+        log.write_bytes(log.read_bytes() + newer)
+        rd.ingest_split("holdout").mkdir(parents=True)  # the output cannot be replaced: the write fails
+        with pytest.raises(OSError):
+            run_ingest(cfg, rd)
+        assert rd.ingest_split("train").exists()  # it failed after reading everything and writing part
+    assert {f.name: f.read_bytes() for f in st.iterdir()} == before
+    assert "ingest" not in rd.manifest()["stages"]
 
 
 def test_golden_holdout_is_kept_and_guards_train(runner, tmp_path):

@@ -12,4 +12,4 @@ from student.train import run_train  # noqa: E402
 
 run_dir, model = Path(sys.argv[1]), Path(sys.argv[2])
 out = run_train(tiny_cfg(model, device="cpu", epochs=4, val_fraction=0.0), RunDir(run_dir))
-print("RESULT " + json.dumps({k: out.get(k) for k in ("steps", "processes", "device")}), flush=True)
+print("RESULT " + json.dumps({k: out.get(k) for k in ("steps", "processes", "device", "wrapped_as")}), flush=True)

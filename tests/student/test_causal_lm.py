@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from student.config import StudentConfig  # noqa: E402
+from student.config import CausalLMStudentConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = (  # SmolLM2's template: injects a default system prompt when none is given
@@ -61,11 +61,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return d
 
 
-def lm_cfg(model_dir: Path, **kw) -> StudentConfig:
-    base = dict(kind="causal_lm", base_model=str(model_dir), batch_size=4, epochs=4, learning_rate=1e-2, max_seq_length=96,
+def lm_cfg(model_dir: Path, **kw) -> CausalLMStudentConfig:
+    base = dict(base_model=str(model_dir), batch_size=4, epochs=4, learning_rate=1e-2, max_seq_length=96,
                 max_new_tokens=6, checkpoint_every_steps=1000, early_stopping_patience=0, warmup_ratio=0.0, num_threads=1)
     base.update(kw)
-    return StudentConfig(**base)
+    return CausalLMStudentConfig(**base)
 
 
 def test_encoding_masks_prompt_and_learns_end_of_turn(tiny_model_dir):
@@ -101,7 +101,7 @@ def test_bucketed_batches_cover_everything_deterministically():
 
 
 def test_fit_save_load_predict(tiny_model_dir, tmp_path):
-    from student.base import load_student
+    from student import load_student
     from student.causal_lm import CausalLMStudent
 
     data = make_examples(24)
@@ -123,7 +123,13 @@ def test_fit_save_load_predict(tiny_model_dir, tmp_path):
     with torch.no_grad():  # merged weights == base + adapter
         s.model.eval()
         trained = s.model(ids.to(s.model.device)).logits.cpu()  # the trained model stays on its training device
-        assert torch.allclose(trained, loaded.model(ids).logits, atol=1e-4)
+        merged = loaded.model(ids).logits
+        # float32 rounding only: W x + B(A x) and (W + BA) x round differently, and this tiny
+        # model's large weights (initializer_range 0.5) carry that through two layers to ~1e-5 of
+        # the logit scale; in float64 the two agree exactly (checked when this tolerance was set).
+        assert torch.allclose(trained, merged, rtol=0, atol=5e-5 * float(trained.abs().max()))
+        with s.model.disable_adapter():  # and the adapter is really in there: far beyond that tolerance
+            assert (s.model(ids).logits - merged).abs().max() > 0.1 * float(trained.abs().max())
     preds = loaded.predict(batch)
     assert len(preds) == 4 and all(isinstance(p, str) for p in preds)
     assert preds == [loaded.predict([b])[0] for b in batch]  # batching (left padding) does not change greedy output
@@ -142,14 +148,14 @@ def test_prompted_baseline(tiny_model_dir):
 RESUME_SCRIPT = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
-from student.config import StudentConfig
+from student.config import CausalLMStudentConfig
 from student.causal_lm import CausalLMStudent
 orig = CausalLMStudent.loss
 def slow_loss(self, batch):  # slow enough that the parent can kill it mid-training
     time.sleep(0.1)
     return orig(self, batch)
 CausalLMStudent.loss = slow_loss
-cfg = StudentConfig(**json.loads(sys.argv[1]))
+cfg = CausalLMStudentConfig(**json.loads(sys.argv[1]))
 data = json.loads(open(sys.argv[2]).read())
 CausalLMStudent().fit(data[:20], data[20:], cfg, sys.argv[3], progress=False)
 """

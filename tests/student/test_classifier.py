@@ -17,8 +17,9 @@ torch = pytest.importorskip("torch")
 
 from core.base import write_jsonl  # noqa: E402
 from core.rundir import RunDir  # noqa: E402
-from student.base import Example, load_student  # noqa: E402
-from student.config import StudentConfig  # noqa: E402
+from student import load_student  # noqa: E402
+from student.base import Example  # noqa: E402
+from student.config import AutoStudentConfig, ClassifierOptions, ClassifierStudentConfig  # noqa: E402
 from student.models import make_tiny_encoder  # noqa: E402
 from student.train import choose_kind, run_train, split_validation  # noqa: E402
 
@@ -56,14 +57,19 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_encoder(tmp_path_factory.mktemp("tiny") / "enc", corpus())
 
 
-def tiny_cfg(model: Path, **kw) -> StudentConfig:
+def tiny_cfg(model: Path, auto: bool = False, **kw) -> ClassifierStudentConfig | AutoStudentConfig:
+    """kind classifier; auto=True: the same settings as kind auto (classifier options in their
+    subsection), so the kind is chosen from the data."""
     # Tuned for the random tiny encoder: high LRs, LoRA on the top layer only (the prefix-cache path).
     base = dict(base_model=str(model), epochs=8, batch_size=16, learning_rate=2e-2, head_learning_rate=5e-2,
                 num_threads=1, checkpoint_every_steps=1000, early_stopping_patience=0, train_layers=1,
                 label_smoothing=0.1, encoder_dropout=None,  # pinned: the values this tiny setup was tuned with
                 lora={"r": 8, "alpha": 16, "dropout": 0.0})
     base.update(kw)
-    return StudentConfig(**base)
+    if not auto:
+        return ClassifierStudentConfig(**base)
+    opts = {k: base.pop(k) for k in list(base) if k in ClassifierOptions.model_fields}
+    return AutoStudentConfig(**base, classifier=opts)
 
 
 def make_run(tmp_path: Path, rows: list[dict]) -> RunDir:
@@ -153,16 +159,17 @@ def test_plain_label_outputs_and_kind_choice(tmp_path, tiny_model):
     for r in rows:
         r["response"] = json.loads(r["response"])["intent"]  # bare label, not JSON
     rd = make_run(tmp_path, rows)
-    m = run_train(tiny_cfg(tiny_model, epochs=4), rd)
-    assert m["kind"] == "classifier"
+    m = run_train(tiny_cfg(tiny_model, auto=True, epochs=4), rd)  # kind auto: the data picks the classifier
+    assert m["kind"] == "classifier" and m["config"]["kind"] == "classifier" and m["config"]["label_smoothing"] == 0.1
     fin = m["finalize"]  # probe/fine-tuned blend chosen on validation loss
     assert fin["alpha"] in (0.0, 0.25, 0.5, 0.75, 1.0) and fin["val_loss"] == min(fin["grid"].values()) or abs(fin["val_loss"] - min(fin["grid"].values())) < 1e-4
     st = load_student(rd.path / "train" / "model")
     preds = st.predict([r["messages"] for r in rows[:20]])
     assert preds == [r["response"] for r in rows[:20]]
     free = [Example(str(i), [], f"Here is a long free-text answer number {i}.") for i in range(50)]
-    assert choose_kind(StudentConfig(), free) == "causal_lm"
-    assert choose_kind(StudentConfig(), [Example(r["id"], r["messages"], r["response"]) for r in rows]) == "classifier"
+    assert choose_kind(AutoStudentConfig(), free) == "causal_lm"
+    assert choose_kind(AutoStudentConfig(), [Example(r["id"], r["messages"], r["response"]) for r in rows]) == "classifier"
+    assert choose_kind(AutoStudentConfig(classifier={"max_labels": 3}), [Example(r["id"], r["messages"], r["response"]) for r in rows]) == "causal_lm"
 
 
 def test_validation_split_is_stable_and_disjoint():
@@ -177,7 +184,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     from student.classifier import ClassifierStudent
-    from student.config import StudentConfig
+    from student.config import student_config
     from student.train import run_train
     from core.rundir import RunDir
     if sys.argv[3] == "slow":  # make the kill land mid-training, deterministically
@@ -186,7 +193,7 @@ CHILD = textwrap.dedent(
             time.sleep(0.05)
             return orig(self, b)
         ClassifierStudent.loss = slow
-    cfg = StudentConfig.model_validate_json(sys.argv[2])
+    cfg = student_config(sys.argv[2])
     m = run_train(cfg, RunDir(sys.argv[1]))
     print("RESULT " + json.dumps({k: m[k] for k in ("steps", "total_steps", "resumed_from_step")} | {"n_losses": len(m["train_losses"])}))
     """
@@ -227,7 +234,7 @@ def test_resume_after_sigkill_continues_step_counter(tmp_path, tiny_model):
 @pytest.mark.slow
 def test_two_processes_share_the_epoch_and_average_gradients(tmp_path, tiny_model):
     """Data-parallel training through accelerate (2 CPU processes, gloo): each takes half of every
-    epoch's batches, gradients are averaged, only the main process writes the model."""
+    epoch's batches, DDP averages gradients, only the main process writes the model, and it learns."""
     rows = make_records(160, seed=5)
     rd = make_run(tmp_path, rows)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -239,6 +246,7 @@ def test_two_processes_share_the_epoch_and_average_gradients(tmp_path, tiny_mode
     main = [r for r in results if r["steps"] is not None]
     assert len(results) == 2 and len(main) == 1  # one writer
     assert main[0]["processes"] == 2 and main[0]["steps"] == 4 * 5  # 160 rows / 16 per batch = 10 batches, 5 each
+    assert main[0]["wrapped_as"] == "DistributedDataParallel"  # accelerate.prepare: DDP averages the gradients
     student = load_student(rd.path / "train" / "model")
     preds = student.predict([r["messages"] for r in rows[:40]])
     assert sum(p == r["response"] for p, r in zip(preds, rows[:40])) >= 36

@@ -14,7 +14,7 @@ openai = pytest.importorskip("openai")
 
 from student.base import Example  # noqa: E402
 from student.classifier import ClassifierStudent  # noqa: E402
-from student.config import StudentConfig  # noqa: E402
+from student.config import ClassifierStudentConfig  # noqa: E402
 from student.models import make_tiny_encoder  # noqa: E402
 from student.serve import StudentServer  # noqa: E402
 
@@ -28,7 +28,7 @@ def model_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("serve")
     enc = make_tiny_encoder(tmp / "enc", list(LABELS.values()))
     ex = [Example(f"{k}{i}", [{"role": "user", "content": t}], json.dumps({"intent": k})) for i in range(4) for k, t in LABELS.items()]
-    cfg = StudentConfig(base_model=str(enc), train_layers=1, lora={"r": 2, "alpha": 4, "dropout": 0.0})
+    cfg = ClassifierStudentConfig(base_model=str(enc), train_layers=1, lora={"r": 2, "alpha": 4, "dropout": 0.0})
     st = ClassifierStudent.create(cfg, ex)
     st.warm_start(ex)
     assert st.predict([e.messages for e in ex]) == [e.target for e in ex]

@@ -9,8 +9,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from teacher_helpers import make_dataset  # noqa: E402
 
-from teacher.config import FaultConfig, ReferenceServerConfig  # noqa: E402
-from teacher.server import ReferenceTeacher  # noqa: E402
+from teacher.reference.config import FaultConfig, ReferenceTeacherConfig  # noqa: E402
+from teacher.reference.server import ReferenceTeacher  # noqa: E402
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def serve():
     started = []
 
     def start(answers, faults: dict | None = None, **kw):
-        t = ReferenceTeacher(ReferenceServerConfig(answers=str(answers), faults=FaultConfig(**(faults or {})), **kw))
+        t = ReferenceTeacher(ReferenceTeacherConfig(answers=str(answers), faults=FaultConfig(**(faults or {})), **kw))
         t.start()
         started.append(t)
         return t

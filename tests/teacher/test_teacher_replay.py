@@ -142,7 +142,7 @@ def test_teacher_going_down_mid_run_stops_the_stage(dataset, serve, tmp_path):
 def test_complete_many_helper_for_other_callers_shares_the_ledger(dataset, serve, tmp_path):
     from teacher.client import complete_many
     from teacher.ledger import Ledger
-    from teacher.replay import build_client
+    from teacher.from_config import build_client
 
     _, answers = dataset(3)
     t = serve(answers)
@@ -181,15 +181,15 @@ def test_two_workers_on_one_ledger_share_the_work_and_pay_once(dataset, serve, t
 
 
 def test_embedded_reference_teacher_on_a_new_port_still_hits_the_ledger(dataset, serve, tmp_path):
-    from teacher.config import ReferenceServerConfig
+    from teacher.reference.config import ReferenceTeacherConfig
 
     rd, answers = dataset(4)
-    ref = ReferenceServerConfig(enabled=True, answers=str(answers))
+    ref = ReferenceTeacherConfig(enabled=True, answers=str(answers))
     t1 = serve(answers)
-    run_replay(cfg(t1.base_url, reference_server=ref), rd, tmp_path / "l.db")
+    run_replay(cfg(t1.base_url, endpoint_id=ref.endpoint_id()), rd, tmp_path / "l.db")
     t1.stop()
     t2 = serve(answers)  # the next run's embedded teacher listens on another port
-    out = run_replay(cfg(t2.base_url, reference_server=ref), rd, tmp_path / "l.db")
+    out = run_replay(cfg(t2.base_url, endpoint_id=ref.endpoint_id()), rd, tmp_path / "l.db")
     assert out["counts"]["ledger_hits"] == 4 and sum(t2.answered.values()) == 0
 
 

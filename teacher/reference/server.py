@@ -2,7 +2,7 @@
 
 It stands in for a hosted model in offline demos and tests: /v1/chat/completions (usage tokens,
 finish_reason, optional SSE streaming with stream_options.include_usage), /v1/models, and the
-Batch API (/v1/files, /v1/batches; see server_batch.py). It can inject faults (429 + Retry-After,
+Batch API (/v1/files, /v1/batches; see batch_api.py). It can inject faults (429 + Retry-After,
 500, hangs past the client's timeout, malformed bodies), lognormal latency, and enforce its own
 requests/s limit, so the replay's retry and crash-recovery paths are tested against real HTTP.
 
@@ -11,7 +11,9 @@ Token counts are approximate (see textutil.approx_tokens).
 
 Billing model (what tests assert on): `answered[id]` counts answers delivered for a prompt. A
 request carrying an `Idempotency-Key` already answered gets the stored answer again and is not
-billed twice (counted in `idempotent_replays`), like providers that honour idempotency keys.
+billed twice (counted in `idempotent_replays`), like providers that honour idempotency keys;
+with `honour_idempotency_key: false` the key is ignored and every answer is billed, like the
+large providers' chat completions.
 aiohttp on one background event loop sustains well over 300 req/s on 2 cores.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from aiohttp import web
 
 from core.base import DistillError, read_jsonl
-from teacher.config import ReferenceServerConfig
+from teacher.reference.config import ReferenceTeacherConfig
 from teacher.textutil import last_user_text, messages_tokens, normalise, truncate_tokens
 
 
@@ -77,7 +79,7 @@ def _error(status: int, message: str, etype: str, code: str | None = None, heade
 class ReferenceTeacher:
     """`with ReferenceTeacher(cfg) as url:` or `.start() -> "http://127.0.0.1:PORT/v1"`, `.stop()`."""
 
-    def __init__(self, cfg: ReferenceServerConfig):
+    def __init__(self, cfg: ReferenceTeacherConfig):
         if not cfg.answers:
             raise DistillError("teacher.reference_server.answers: set the reference answers JSONL")
         self.cfg = cfg
@@ -101,7 +103,7 @@ class ReferenceTeacher:
         app = web.Application(client_max_size=512 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
-        from teacher.server_batch import add_batch_routes
+        from teacher.reference.batch_api import add_batch_routes
 
         add_batch_routes(app, self)
         return app
@@ -233,7 +235,7 @@ class ReferenceTeacher:
             if wait > 0:
                 self.faults["rate_limited"] += 1
                 return _error(429, "Rate limit reached for requests", "requests", "rate_limit_exceeded", self._retry_headers(wait))
-        key = request.headers.get("Idempotency-Key")
+        key = request.headers.get("Idempotency-Key") if self.cfg.honour_idempotency_key else None
         if key and key in self._idem:
             self.idempotent_replays += 1
             return await self._deliver(request, body, self._idem[key][1], None, None)
@@ -312,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Prints `READY <base_url>` on stdout once listening (tests and the bench wait for that line).
     """
-    ap = argparse.ArgumentParser(prog="teacher.server", description=__doc__.splitlines()[0])
-    ap.add_argument("--config-json", help="A full ReferenceServerConfig as JSON (other flags override it).")
+    ap = argparse.ArgumentParser(prog="teacher.reference.server", description=__doc__.splitlines()[0])
+    ap.add_argument("--config-json", help="A full ReferenceTeacherConfig as JSON (other flags override it).")
     ap.add_argument("--answers")
     ap.add_argument("--port", type=int)
     ap.add_argument("--latency-ms", type=float)
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("answers", "port", "latency_ms"):
         if getattr(args, k) is not None:
             data[k] = getattr(args, k)
-    cfg = ReferenceServerConfig.model_validate(data)
+    cfg = ReferenceTeacherConfig.model_validate(data)
     teacher = ReferenceTeacher(cfg)
     if not args.stdin_control:
         teacher.serve_forever()

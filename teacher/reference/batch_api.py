@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from teacher.server import ReferenceTeacher
+    from teacher.reference.server import ReferenceTeacher
 
 
 def add_batch_routes(app: web.Application, t: "ReferenceTeacher") -> None:
