@@ -155,6 +155,29 @@ def promote(cfg: DistillConfig, rd: RunDir, decision: dict, approver: str, comme
                                  student_api_base=cfg.registry.student_api_base))
 
 
+def drift_check(cfg: DistillConfig, threshold: float, window: int, reference_limit: int = 20000) -> dict:
+    """Compare the newest `window` logged prompts (validated, deduplicated and redacted like the
+    training data, so like is compared with like) with the production student's training prompts."""
+    from itertools import islice
+
+    from core.base import read_jsonl
+    from eval.drift import drift_report, user_text
+    from ingest.pipeline import clean_records
+    from registry.registry import Registry
+
+    items = sorted(clean_records(cfg.ingest), key=lambda r: r.get("timestamp") or "")
+    new = [user_text(r["messages"]) for r in items[-window:]]
+    reg = Registry(cfg.registry_path)
+    version = reg.aliases(cfg.registry.model_name).get("production")
+    if not version:
+        raise DistillError(f"no production version of {cfg.registry.model_name!r} in {reg.root}: nothing to compare against")
+    train = RunDir(reg.meta(cfg.registry.model_name, version)["run_dir"]).ingest_train
+    if not train.is_file():
+        raise DistillError(f"the production version's training data is gone: {train}")
+    reference = [user_text(r["messages"]) for r in islice(read_jsonl(train), reference_limit)]
+    return drift_report(new, reference, threshold)
+
+
 def run_dir_for(cfg: DistillConfig, flow_run_id: str) -> RunDir:
     """One run directory per flow run: a resumed (suspended) run finds its own again."""
     cfg.runs_path.mkdir(parents=True, exist_ok=True)

@@ -232,7 +232,7 @@ def _log_ms_axis(ax) -> None:
 
 
 def _usd(v: float) -> str:
-    return f"${v:.3g}" if v >= 0.01 else f"${v:.2g}"
+    return f"${v:.3g}"
 
 
 def _plot_cost(m: dict, path: Path, written: list[Path]) -> None:

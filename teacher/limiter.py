@@ -65,10 +65,14 @@ class Limiter:
         self.waited_s = 0.0
 
     async def acquire(self, est_tokens: int = 0) -> None:
+        # Await first, then add: `self.waited_s += await ...` reads the total before the wait,
+        # so concurrent callers overwrote each other's waits.
         if self.requests is not None:
-            self.waited_s += await self.requests.acquire(1)
+            w = await self.requests.acquire(1)
+            self.waited_s += w
         if self.tokens is not None:
-            self.waited_s += await self.tokens.acquire(est_tokens)
+            w = await self.tokens.acquire(est_tokens)
+            self.waited_s += w
 
     def settle(self, est_tokens: int, actual_tokens: int) -> None:
         if self.tokens is not None and est_tokens != actual_tokens:

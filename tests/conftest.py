@@ -10,6 +10,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import pytest  # noqa: E402
 
+from postgres_required import pytest_runtest_makereport  # noqa: E402,F401 - the hook: CI fails, never skips, without PostgreSQL
+
 
 @pytest.fixture(scope="session")
 def prefect_server():

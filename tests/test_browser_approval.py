@@ -93,6 +93,7 @@ def _open_suspended_run(browser, env, run_id: str, shot: str, pages: list):
     page.wait_for_url("**/dashboard")
     page.goto(f"{env['UI_URL']}/runs/flow-run/{run_id}")
     expect(page.get_by_text("Suspended", exact=True).first).to_be_visible()
+    expect(page.get_by_text(f"Waiting for approval of flow run {run_id}")).to_be_visible()  # the logs have loaded
     page.screenshot(path=SHOTS / shot)
     page.get_by_role("button", name="Resume").click()
     dialog = page.get_by_role("dialog")

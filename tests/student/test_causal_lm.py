@@ -153,6 +153,7 @@ from student.causal_lm import CausalLMStudent
 orig = CausalLMStudent.loss
 def slow_loss(self, batch):  # slow enough that the parent can kill it mid-training
     time.sleep(0.1)
+    print("step", flush=True)  # the parent counts these: it kills on an event, not after a sleep
     return orig(self, batch)
 CausalLMStudent.loss = slow_loss
 cfg = CausalLMStudentConfig(**json.loads(sys.argv[1]))
@@ -171,12 +172,13 @@ def test_resume_after_sigkill(tiny_model_dir, tmp_path):
     work = tmp_path / "work"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), cfg.model_dump_json(), str(tmp_path / "data.json"), str(work)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = work / "checkpoints" / "last.pt"
     deadline = time.time() + 40
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # let it train past the checkpoint, so resuming is not the same as finishing
+    for _ in range(2):  # two more training steps past the checkpoint, so resuming is not the same as finishing
+        proc.stdout.readline()
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
