@@ -27,20 +27,27 @@ def distill_flow(config: str, overrides: list[str] | None = None, force: bool = 
     run_dir = str(rd.path)
     rd.set_config(cfg.hash(), dump_yaml(cfg))
     print(f"run directory: {run_dir}")
+    progress = tasks.FlowProgress(rd)
 
     with stages.teacher_endpoint(cfg, log=logger.info):
         tasks.ingest_task(cfg, run_dir)
+        progress.update()
         if cfg.teacher.shards > 1:
             tasks.replay_sharded(cfg, run_dir)
         else:
             tasks.replay_task(cfg, run_dir)
+        progress.update()
         tasks.filter_task(cfg, run_dir, force=force)
+        progress.update()
         if cfg.orchestration.train_deployment:
             tasks.train_remote(cfg, config, overrides or [], run_dir)
         else:
             tasks.train_task(cfg, run_dir)
+        progress.update()
         report = tasks.eval_task(cfg, run_dir)
+        progress.update()
     decision = tasks.gate_task(cfg, run_dir, report)
+    progress.update()
 
     outcome = {"run_dir": run_dir, "gate_passed": decision["passed"], "approved": None, "promoted": None}
     if decision["passed"]:
@@ -60,6 +67,7 @@ def distill_flow(config: str, overrides: list[str] | None = None, force: bool = 
         source = "config" if cfg.approval.approver and approval.approver == cfg.approval.approver else "human"
         stages.record_approval(rd, approval.approved, approval.approver, approval.comment, source)
         outcome["approved"] = approval.approved
+        outcome["approver"], outcome["approval_comment"] = approval.approver, approval.comment
         if approval.approved and approval.approver.strip():
             outcome["promoted"] = tasks.promote_task(cfg, run_dir, decision, approval.approver, approval.comment)
         else:
@@ -67,6 +75,7 @@ def distill_flow(config: str, overrides: list[str] | None = None, force: bool = 
     else:
         logger.warning("gate FAILED: the candidate is not offered for approval and nothing is promoted")
 
+    progress.update(done=True)
     summary = _summary(rd, report, decision, outcome)
     write_json(rd.outcome, outcome)
     (rd.summary).write_text(summary)
@@ -82,7 +91,8 @@ def _summary(rd: RunDir, report: dict, decision: dict, outcome: dict | None = No
     if outcome is not None:
         if outcome.get("promoted"):
             p = outcome["promoted"]
-            md += f"\n\n**Promoted** {p['name']} {p['version']} to `{p['alias']}` (previous: {p['previous'] or 'none'}).\n"
+            md += (f"\n\n**Promoted** {p['name']} {p['version']} to `{p['alias']}` (previous: {p['previous'] or 'none'}), "
+                   f"approved by {outcome.get('approver')}: {outcome.get('approval_comment') or '(no comment)'}.\n")
         elif outcome["gate_passed"] and outcome["approved"] is False:
             md += "\n\n**Rejected** at approval: nothing promoted.\n"
         elif not outcome["gate_passed"]:

@@ -134,10 +134,14 @@ def train_remote(cfg: DistillConfig, config: str, overrides: list[str], run_dir:
 
 @task(name="evaluate", retries=1, retry_delay_seconds=5, **_opts)
 def eval_task(cfg: DistillConfig, run_dir: str) -> dict:
+    from eval.plots import plots_markdown
     from eval.report import table_rows
 
     report = stages.evaluate(cfg, RunDir(run_dir), log=_log)
     create_table_artifact(key="eval-metrics", table=table_rows(report)["metrics"], description="Student vs teacher on the holdout")
+    if report.get("plots"):
+        create_markdown_artifact(key="eval-plots", markdown=plots_markdown(report, run_dir),
+                                 description="Where the student disagrees, latency distributions, cost")
     return report
 
 
@@ -153,3 +157,25 @@ def gate_task(cfg: DistillConfig, run_dir: str, report: dict) -> dict:
 @task(name="promote", **_opts)
 def promote_task(cfg: DistillConfig, run_dir: str, decision: dict, approver: str, comment: str) -> dict:
     return stages.promote(cfg, RunDir(run_dir), decision, approver, comment)
+
+
+class FlowProgress:
+    """A Prefect progress artifact for the whole flow: the share of stages the run directory
+    records as done, updated after each stage (a resumed run starts where it stands)."""
+
+    STAGES = ("ingest", "replay", "filter", "train", "eval", "gate", "approve", "promote")
+
+    def __init__(self, rd: RunDir):
+        from prefect.artifacts import create_progress_artifact
+
+        self.rd = rd
+        self.id = create_progress_artifact(self._share(), key="distill-progress", description=f"Stages done in {rd.run_id}")
+
+    def _share(self) -> float:
+        stages_done = self.rd.manifest().get("stages", {})
+        return round(100.0 * sum(s in stages_done for s in self.STAGES) / len(self.STAGES), 1)
+
+    def update(self, done: bool = False) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        update_progress_artifact(self.id, 100.0 if done else self._share())
