@@ -159,7 +159,8 @@ def _plot_accuracy(acc: dict[str, tuple[float, float, float, int]], title: str, 
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.28 * len(items) + 1.2)))
     y = range(len(items))
     vals = [a for _, (a, *_) in items]
-    err = [[a - lo for _, (a, lo, _, _) in items], [hi - a for _, (a, _, hi, _) in items]]
+    # Clamped at 0: an interval computed apart from the point estimate can miss it by a rounding error.
+    err = [[max(0.0, a - lo) for _, (a, lo, _, _) in items], [max(0.0, hi - a) for _, (a, _, hi, _) in items]]
     ax.errorbar(vals, list(y), xerr=err, fmt="o", color=STUDENT, ecolor="grey", capsize=3)
     ax.set_yticks(list(y), [f"{_short(k)} (n={n})" for k, (*_, n) in items], fontsize=8)
     ax.set_xlim(-0.02, 1.02)
