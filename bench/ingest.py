@@ -1,10 +1,12 @@
 """Ingest throughput on synthetic production-like logs (redaction and MinHash on).
 
-    python bench/ingest.py [--n 100000] [--parquet]
+    python bench/ingest.py [--sizes 100000,1000000,3000000] [--baseline 100000] [--parquet]
 
-Generates N chat records (a few long shared system prompts, varied user turns, ~5 % carrying
-PII, ~3 % exact and ~2 % near duplicates) into a temp JSONL file, then runs the real ingest
-stage on it. Prints progress lines and ends with ONE JSON line of the figures.
+Generates one log of synthetic chat records (a few long shared system prompts, varied user
+turns, ~5 % carrying PII, ~3 % exact and ~2 % near duplicates) and ingests its first N records
+for each size, each run in its own process so its peak RSS is its own. The `--baseline` sizes
+are also run through today's code (git HEAD's ingest/ and core/) in the same run, and the
+counts compared. The 3M run takes several minutes. Ends with ONE JSON line of the figures.
 """
 from __future__ import annotations
 
@@ -12,16 +14,14 @@ import argparse
 import json
 import os
 import random
+import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.rundir import RunDir  # noqa: E402
-from ingest.config import IngestConfig  # noqa: E402
-from ingest.pipeline import run_ingest  # noqa: E402
 
 WORDS = ("my card payment transfer account refund fee pending declined top up balance app cash atm "
          "exchange rate limit pin blocked verify identity statement charged twice arrived yet still "
@@ -69,38 +69,79 @@ def generate(path: Path, n: int, seed: int = 0) -> None:
             f.write(json.dumps(rec) + "\n")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--parquet", action="store_true", help="also write Parquet (off: the JSONL contract only)")
-    args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
-        log = Path(tmp) / "log.jsonl"
-        t = time.time()
-        generate(log, args.n)
-        print(f"generated {args.n} records ({log.stat().st_size / 1e6:.1f} MB) in {time.time() - t:.1f}s", flush=True)
-        cfg = IngestConfig.model_validate({"source": {"path": str(log)}, "parquet": args.parquet})
-        assert cfg.pii.enabled and cfg.dedup.near_duplicates and cfg.dedup.decontaminate
+def child(args) -> None:
+    """One ingest run in this process (its peak RSS is this process's)."""
+    if args.impl == "head":  # today's code path, from git, ahead of the working tree
+        sys.path.insert(0, args.head_dir)
+    from core.rundir import RunDir
+    from ingest.config import IngestConfig
+    from ingest.pipeline import run_ingest
+
+    cfg = IngestConfig.model_validate({"source": {"path": args.log}, "parquet": args.parquet, "max_records": args.n})
+    assert cfg.pii.enabled and cfg.dedup.near_duplicates and cfg.dedup.decontaminate
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-run-") as tmp:
         rd = RunDir.create(Path(tmp) / "runs", "bench")
         t0, c0 = time.time(), time.process_time()
         counts = run_ingest(cfg, rd)
         wall, cpu = time.time() - t0, time.process_time() - c0
-        figures = rd.stage("ingest")["figures"]
-    out = {
-        "bench": "ingest", "records": args.n, "cpus": os.cpu_count(),
-        "records_per_s_processing": figures["records_per_s"],
-        "records_per_s_end_to_end": round(args.n / wall, 1),
-        # The machine is shared: CPU seconds say what the code costs, wall what it got.
-        "records_per_cpu_s": round(args.n / cpu, 1), "cpu_s": round(cpu, 2),
-        "wall_s": round(wall, 2), "load_avg_1m": round(os.getloadavg()[0], 2), "parquet": args.parquet,
-        "kept": counts["kept"], "duplicates": counts["duplicates"], "near_duplicates": counts["near_duplicates"],
-        "decontaminated": counts["decontaminated"], "quarantined": counts["quarantined"],
-        "redactions": counts["redactions"], "redactions_by_type": counts["redactions_by_type"],
-    }
-    print(f"processing {out['records_per_s_processing']:,.0f} records/s, end to end (with writes) "
-          f"{out['records_per_s_end_to_end']:,.0f} records/s, {out['records_per_cpu_s']:,.0f} records per CPU second "
-          f"(load average {out['load_avg_1m']})")
-    print(json.dumps(out))
+    keys = ("read", "kept", "train", "holdout", "duplicates", "near_duplicates", "decontaminated", "quarantined", "redactions")
+    print(json.dumps({"impl": args.impl, "records": args.n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                      "records_per_s_end_to_end": round(args.n / wall, 1), "records_per_cpu_s": round(args.n / cpu, 1),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      "load_avg_1m": round(os.getloadavg()[0], 2), "counts": {k: counts[k] for k in keys}}))
+
+
+def run_child(impl: str, log: Path, n: int, parquet: bool, head_dir: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--impl", impl, "--log", str(log), "--n", str(n), "--head-dir", head_dir]
+    out = subprocess.run(cmd + (["--parquet"] if parquet else []), capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{impl} at {n} failed:\n{out.stderr[-3000:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{impl:>8} {n:>9,}: {r['records_per_s_end_to_end']:>8,.0f} records/s end to end, "
+          f"{r['records_per_cpu_s']:>8,.0f} per CPU s, peak RSS {r['peak_rss_mb']:>7,.0f} MB, load {r['load_avg_1m']}, "
+          f"kept {r['counts']['kept']:,} dup {r['counts']['duplicates']:,} near {r['counts']['near_duplicates']:,} "
+          f"decon {r['counts']['decontaminated']:,}", flush=True)
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000,1000000,3000000", help="record counts to ingest (prefixes of one log)")
+    ap.add_argument("--baseline", default="100000", help="sizes also run through today's code (git HEAD's ingest/)")
+    ap.add_argument("--parquet", action="store_true", help="also write Parquet (off: the JSONL contract only)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--impl", default="new", help=argparse.SUPPRESS)
+    ap.add_argument("--log", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--head-dir", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    base = sorted(int(x) for x in args.baseline.split(",") if x)
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        log = Path(tmp) / "log.jsonl"
+        t = time.time()
+        generate(log, max(sizes + base))
+        print(f"generated {max(sizes + base):,} records ({log.stat().st_size / 1e6:.0f} MB) in {time.time() - t:.0f}s "
+              f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)", flush=True)
+        head = Path(tmp) / "head"
+        head.mkdir()
+        root = Path(__file__).resolve().parents[1]
+        arch = subprocess.run(["git", "-C", str(root), "archive", "HEAD", "ingest", "core"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(head)], input=arch, check=True)
+        rows = []
+        for n in sorted(set(sizes) | set(base)):
+            if n in base:
+                rows.append(run_child("head", log, n, args.parquet, str(head)))
+            if n in sizes:
+                rows.append(run_child("new", log, n, args.parquet, str(head)))
+    same = {r["records"]: r["counts"] for r in rows if r["impl"] == "head"}
+    for r in rows:
+        if r["impl"] == "new" and r["records"] in same:
+            match = r["counts"] == same[r["records"]]
+            print(f"counts at {r['records']:,}: {'identical to' if match else 'DIFFERENT from'} today's code")
+    print(json.dumps({"bench": "ingest", "cpus": os.cpu_count(), "parquet": args.parquet, "runs": rows}))
 
 
 if __name__ == "__main__":

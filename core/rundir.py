@@ -81,6 +81,11 @@ class RunDir:
         return self.ingest_split("holdout")
 
     @property
+    def select_train(self) -> Path:
+        """The train prompts chosen for replay (the select stage); absent: all of ingest's."""
+        return self.path / "select" / "train.jsonl"
+
+    @property
     def replay_responses(self) -> Path:
         return self.path / "replay" / "responses.jsonl"
 
@@ -125,6 +130,12 @@ class RunDir:
     @property
     def train_metrics(self) -> Path:
         return self.path / "train" / "metrics.json"
+
+    @property
+    def val_scores(self) -> Path:
+        """{id, answer, confidence, target} per example of the student's own validation split:
+        what the cascade threshold is chosen on (never the holdout)."""
+        return self.path / "train" / "val_scores.jsonl"
 
     @property
     def predictions(self) -> Path:

@@ -84,7 +84,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    """ingest | replay | filter | train | evaluate | gate on one run directory."""
+    """ingest | select | estimate | replay | filter | train | evaluate | gate on one run directory."""
     from distill import stages
 
     cfg = _config(args)
@@ -93,6 +93,14 @@ def cmd_stage(args) -> int:
         return _show(rd, stages.ingest(cfg, rd))
     if args.verb == "train":
         return _show(rd, stages.train(cfg, rd))
+    if args.verb == "select":
+        return _show(rd, stages.select(cfg, rd) or {"select": "no select: section in the config, every ingested prompt is replayed"})
+    if args.verb == "estimate":
+        from teacher.estimate import estimate_markdown
+
+        e = stages.estimate(cfg, rd)
+        print(estimate_markdown(e))
+        return _show(rd, e)
     if args.verb == "gate":
         from eval.report import summary_markdown
 
@@ -120,13 +128,21 @@ def cmd_predict(args) -> int:
     data = setup_env(args.data_dir)
     model_path = Registry(args.registry or data / "registry").resolve(args.model, args.name)
     requests = _read_requests(Path(args.input))
+    from student.fast_path import apply
+
     student = load_student(model_path)
+    apply(student, model_path)  # the inference path the servers load (int8 when recorded, student/fast_path.py)
     student.predict([requests[0]])  # warm-up, so the first latency is not a load-time outlier
+    scored = hasattr(student, "predict_scored")  # the calibrated confidence of each answer (the cascade's score)
     rows = []
-    for messages in requests:
+    n = max(1, args.batch_size)
+    for start in range(0, len(requests), n):
+        batch = requests[start:start + n]
         t0 = time.perf_counter()
-        text = student.predict([messages])[0]
-        rows.append({"response": text, "latency_ms": round((time.perf_counter() - t0) * 1000, 3)})
+        pairs = student.predict_scored(batch) if scored else [(t, None) for t in student.predict(batch)]
+        ms = round((time.perf_counter() - t0) * 1000, 3)  # each answer of a batch waited for the whole batch
+        rows += [{"response": text, "latency_ms": ms, **({"confidence": round(conf, 6)} if conf is not None else {})}
+                 for text, conf in pairs]
     write_jsonl(args.output, rows)
     print(f"{len(rows)} responses from {model_path} -> {args.output}", file=sys.stderr)
     return 0
@@ -163,14 +179,18 @@ def cmd_registry(args) -> int:
             for v in reg.versions(name):
                 tags = ",".join(a for a, ver in aliases.items() if ver == v)
                 meta = reg.meta(name, v)
-                print(f"{name}\t{v}\t{tags or '-'}\t{meta.get('registered')}\trun={meta.get('run_id')}\tapprover={meta.get('approver')}")
+                cascade = (meta.get("cascade") or {}).get("threshold")
+                print(f"{name}\t{v}\t{tags or '-'}\t{meta.get('registered')}\trun={meta.get('run_id')}\tapprover={meta.get('approver')}"
+                      + (f"\tcascade_threshold={cascade:.6g}" if cascade is not None else ""))
         return 0
     name = reg.default_name(args.name)
     if args.action == "show":
         version = reg.aliases(name).get(args.version, args.version) if args.version else reg.aliases(name).get("production")
         if not version:
             raise DistillError(f"model {name!r} has no production version; name one")
-        print(json.dumps({"meta": reg.meta(name, version), "aliases": reg.aliases(name), "path": str(reg.model_dir(name, version))}, indent=2, default=str))
+        meta = reg.meta(name, version)
+        print(json.dumps({"meta": meta, "aliases": reg.aliases(name), "path": str(reg.model_dir(name, version)),
+                          "cascade_threshold": (meta.get("cascade") or {}).get("threshold")}, indent=2, default=str))
     elif args.action == "promote":
         from registry.promote import promote_version
 
@@ -200,9 +220,49 @@ def cmd_serve(args) -> int:
     from student.serve import serve
 
     data = setup_env(args.data_dir)
-    model_path = Registry(args.registry or data / "registry").resolve(args.model, args.name)
+    reg = Registry(args.registry or data / "registry")
+    model_path = reg.resolve(args.model, args.name)
+    if args.cascade:
+        return _serve_cascade(args, data, reg, model_path)
+    if args.config or args.threshold is not None or args.forward_log:
+        raise DistillError("--config, --threshold and --forward-log are for cascade mode: add --cascade")
     serve(model_path, host=args.host, port=args.port, api_key=os.environ.get("DISTILL_SERVE_API_KEY"),
-          allow_unauthenticated=args.allow_unauthenticated)
+          allow_unauthenticated=args.allow_unauthenticated, num_threads=args.threads, fast_path=args.fast_path)
+    return 0
+
+
+def _serve_cascade(args, data: Path, reg, model_path: Path) -> int:
+    """`distill serve --cascade`: the threshold the eval chose on validation (recorded in the
+    registry version) unless --threshold; the teacher from --config's teacher section (the
+    reference teacher is started when that config enables it, as in the demos)."""
+    from distill import stages
+    from serving.cascade import serve_cascade
+    from teacher.from_config import build_client, teacher_messages
+
+    if not args.config:
+        raise DistillError("distill serve --cascade needs --config (the run config: its teacher section says where forwarded requests go)")
+    cfg = _config(args)
+    threshold = args.threshold
+    if threshold is None:
+        meta = {}
+        if not Path(args.model).expanduser().is_dir():
+            name = reg.default_name(args.name)
+            version = reg.aliases(name).get(args.model, f"v{int(args.model):04d}" if args.model.isdigit() else args.model)
+            meta = reg.meta(name, version)
+        threshold = (meta.get("cascade") or {}).get("threshold")
+        if threshold is None:
+            raise DistillError(f"--model {args.model}: no cascade threshold recorded (the version's eval ran without cascade.enabled, "
+                               "its target was unreachable, or --model is a path): pass --threshold")
+    forward_log = Path(args.forward_log or cfg.cascade.forward_log or data / "cascade" / "forwarded.jsonl")
+    with stages.teacher_endpoint(cfg):
+        t = cfg.teacher
+        client = build_client(t, None, n_prompts=100_000)  # no ledger: a live request wants a live answer; retry budget per 100k requests
+        print(f"forwarded requests are appended to {forward_log}: ingest them with ingest.source: {{kind: jsonl, path: {forward_log}}}",
+              flush=True)
+        serve_cascade(model_path, float(threshold), client, host=args.host, port=args.port, api_key=os.environ.get("DISTILL_SERVE_API_KEY"),
+                      allow_unauthenticated=args.allow_unauthenticated, forward_log=forward_log,
+                      teacher_timeout_s=cfg.cascade.teacher_timeout_s, max_tokens=t.max_tokens, temperature=t.temperature,
+                      teacher_messages=lambda m: teacher_messages(m, t))
     return 0
 
 
@@ -253,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="train even when the data report says there is too little data")
     sp.set_defaults(fn=cmd_run)
     with_config(sub.add_parser("ingest", help="ingest logs into a new run directory"), run_dir=True).set_defaults(fn=cmd_stage)
+    with_config(sub.add_parser("select", help="choose which of a run's ingested prompts to replay (the select: section)"), run_dir=True).set_defaults(fn=cmd_stage)
+    with_config(sub.add_parser("estimate", help="print the expected replay cost of a run's prompts (spends nothing)"), run_dir=True).set_defaults(fn=cmd_stage)
     with_config(sub.add_parser("replay", help="replay a run's prompts through the teacher"), run_dir=True).set_defaults(fn=cmd_stage)
     sp = with_config(sub.add_parser("filter", help="filter a run's teacher outputs and print the data report"), run_dir=True)
     sp.add_argument("--force", action="store_true", help="do not stop on too little data")
@@ -264,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_data(sub.add_parser("predict", help="student inference over a JSONL of {messages}"))
     sp.add_argument("--model", required=True, help="alias (production, candidate), version (v0001), or a path")
     sp.add_argument("--input", required=True, help="JSONL, one {\"messages\": [...]} per line")
-    sp.add_argument("--output", required=True, help="JSONL written in input order: {response, latency_ms}")
+    sp.add_argument("--output", required=True, help="JSONL written in input order: {response, latency_ms, confidence}")
+    sp.add_argument("--batch-size", type=int, default=32,
+                    help="requests predicted together (default 32; latency_ms is then the batch's time; 1 = one at a time)")
     sp.set_defaults(fn=cmd_predict)
 
     sp = with_data(sub.add_parser("registry", help="list/show/promote/rollback registered students"))
@@ -286,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--allow-unauthenticated", action="store_true",
                     help="serve on a non-loopback --host without DISTILL_SERVE_API_KEY (anyone who can reach it may call it)")
+    sp.add_argument("--fast-path", choices=["fp32", "int8"],
+                    help="classifier inference path (default: the one chosen on validation at training, in student.json)")
+    sp.add_argument("--threads", type=int, help="torch threads (default: the cores idle at start)")
+    sp.add_argument("--cascade", action="store_true",
+                    help="cascade mode: the student answers when confident, uncertain requests are forwarded to the teacher and logged")
+    sp.add_argument("--config", help="cascade: the run config (its teacher and cascade sections)")
+    sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="cascade: override a config value (repeatable)")
+    sp.add_argument("--threshold", type=float, help="cascade: confidence threshold (default: the one the registry version records)")
+    sp.add_argument("--forward-log", help="cascade: JSONL the forwarded requests are appended to "
+                                          "(default: cascade.forward_log, else <data-dir>/cascade/forwarded.jsonl)")
     sp.set_defaults(fn=cmd_serve)
 
     sp = with_config(sub.add_parser("deploy", help="register the nightly and manual deployments on the Prefect server at PREFECT_API_URL"))

@@ -14,8 +14,9 @@ import yaml
 from pydantic import Field, ValidationError
 
 from core.base import DistillError, PathField, StrictModel, resolve_paths, stable_hash
+from eval.cascade_config import CascadeConfig
 from eval.config import EvalConfig, GateConfig
-from ingest.config import IngestConfig
+from ingest.config import IngestConfig, SelectConfig
 from student.config import AutoStudentConfig, StudentConfig
 from teacher.config import TeacherConfig
 from teacher.reference.config import ReferenceTeacherConfig
@@ -53,9 +54,11 @@ class DistillConfig(StrictModel):
     student: StudentConfig = Field(default_factory=AutoStudentConfig, description="The student model and its training (discriminated on `kind`; auto picks from the data).")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig, description="The student answers what it is confident about, the teacher the rest: threshold chosen on the validation split, measured on the holdout, recorded in the registry for `distill serve --cascade`.")
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    select: SelectConfig | None = Field(None, description="Which ingested train prompts to replay (uniform, stratified, diversity); None replays them all.")
 
     # Resolved at load time, not user-set: paths in the YAML are relative to this directory.
     config_dir: str = Field(".", description="Directory of the config file (set by the loader).")

@@ -62,6 +62,60 @@ def ingest(cfg: DistillConfig, rd: RunDir, log: Log = print) -> dict:
     return rd.stage("ingest")
 
 
+def select(cfg: DistillConfig, rd: RunDir, log: Log = print) -> dict | None:
+    """Choose the train prompts to replay (ingest/selection.py); no `select:` section: a no-op,
+    every ingested prompt is replayed."""
+    from ingest.selection import select_prompts
+
+    if cfg.select is None:
+        return None
+    if entry := done(rd, "select", log):
+        return entry
+    embed = _embedder(cfg) if cfg.select.strategy == "diversity" else None
+    select_prompts(cfg.select, rd, embed=embed)
+    return rd.stage("select")
+
+
+def _embedder(cfg: DistillConfig):
+    """embed(texts) -> (n, d) mean-pooled encoder states, with the encoder student's base model
+    (select.embed_model first; the bundled MiniLM when the student is not an encoder)."""
+    from student.encoder import load_encoder
+    from student.models import resolve_base_model
+
+    name = cfg.select.embed_model
+    if name is None:
+        kind = getattr(cfg.student, "kind", None)
+        name = resolve_base_model(cfg.student.base_model if kind == "classifier" else None, "classifier").name_or_path
+
+    loaded: list = []
+
+    def embed(texts: list[str]):
+        import numpy as np
+        import torch
+
+        if not loaded:
+            loaded.extend(load_encoder(name))
+            loaded[0].eval()
+        encoder, tok = loaded
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), 64):
+                b = tok(texts[i:i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+                h = encoder(**b).last_hidden_state
+                m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
+                out.append(((h * m).sum(1) / m.sum(1).clamp(min=1)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
+
+    return embed
+
+
+def estimate(cfg: DistillConfig, rd: RunDir) -> dict:
+    """Expected replay cost of the run's prompts (teacher/estimate.py); spends nothing."""
+    from teacher.estimate import estimate_replay
+
+    return estimate_replay(cfg.teacher, rd)
+
+
 def replay(cfg: DistillConfig, rd: RunDir, log: Log = print) -> dict:
     from teacher.replay import run_replay
 
@@ -122,7 +176,7 @@ def evaluate(cfg: DistillConfig, rd: RunDir, log: Log = print) -> dict:
         return json.loads(rd.eval_report.read_text())
     kind = rd.stage("train").get("figures", {}).get("kind")
     baseline = choose_baseline(cfg.eval, rd, kind, cfg.student.base_model)
-    return evaluate_run(cfg.eval, rd, cfg.teacher, baseline_predict=baseline)
+    return evaluate_run(cfg.eval, rd, cfg.teacher, baseline_predict=baseline, cascade=cfg.cascade)
 
 
 def gate(cfg: DistillConfig, rd: RunDir, report: dict | None = None) -> dict:

@@ -23,6 +23,7 @@ from typing import Any
 from core.base import DistillError, read_jsonl, write_jsonl
 from core.llm import Endpoint, complete_many, run_sync, token_cost
 from core.rundir import STUDENT_META, RunDir
+from eval.cascade_config import CascadeConfig
 from eval.config import EvalConfig
 from eval.cost import break_even, student_cost_per_1k, teacher_cost_per_1k, training_cost
 from eval.latency import best_throughput, measure_endpoint, planned_requests
@@ -101,6 +102,7 @@ def run_eval(
     student_model: str = "student",
     baseline_predict: Callable[[list[dict]], str] | None = None,
     baseline_few_shot: bool | None = None,
+    cascade: CascadeConfig | None = None,
 ) -> dict:
     """Evaluate the served student against the teacher; write report files; return the report.
 
@@ -108,7 +110,7 @@ def run_eval(
     student.causal_lm.prompted_baseline_predictor(...)); when given, the prompted baseline is
     scored too (eval.baseline). baseline_few_shot: True = prepend cfg.baseline_k teacher examples
     here, False = the callable adds its own, None = auto (callables with a `.shots` attribute
-    add their own).
+    add their own). cascade (enabled): the student/teacher cascade section (eval/cascade_eval.py).
     """
     t0 = time.time()
     data = load_holdout(rd)
@@ -193,10 +195,15 @@ def run_eval(
                        "train_wall_s": train_wall,
                        "assumption": "student priced at full utilisation of one replica at the best measured throughput"}
 
+    from student.fast_path import recorded, served_path
+
+    served = served_path(rd.model_dir)  # the inference path every server of this model loads (fp32 / int8)
+    fp = recorded(rd.model_dir)
+    notes.append(f"student served: {served}" + (f" ({fp['reason']})" if fp and fp.get("reason") else " (no fast-path choice recorded)"))
     report: dict[str, Any] = {
         "run_id": rd.run_id,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "student": {"model": student_model, "base_url": student_base_url, "kind": kind},
+        "student": {"model": student_model, "base_url": student_base_url, "kind": kind, "served": served},
         "teacher": {"model": teacher.model, "api_base": teacher.api_base},
         "counts": counts, "task_kind": details.get("task_kind"),
         "metrics": metrics, "intervals": intervals, "missing": missing, "details": details,
@@ -205,7 +212,13 @@ def run_eval(
         "config": cfg.model_dump(mode="json"),
     }
 
-    # 5. Optional: pairwise judge, prompted baseline.
+    # 5. The cascade: threshold chosen on the student's validation split, measured on the holdout.
+    if cascade is not None and cascade.enabled:
+        from eval.cascade_eval import attach_cascade
+
+        attach_cascade(cascade, rd, report, items, student_out, samples=cfg.bootstrap_samples, seed=cfg.seed)
+
+    # 6. Optional: pairwise judge, prompted baseline.
     if cfg.judge.enabled:
         from eval.judge import judge_report
 
@@ -226,25 +239,27 @@ def run_eval(
     rd.record_stage(
         "eval", counts=counts,
         figures={k: metrics.get(k) for k in ("agreement", "latency_p95_ms", "teacher_latency_p95_ms", "cost_per_1k_usd",
-                                             "teacher_cost_per_1k_usd", "cost_ratio")},
+                                             "teacher_cost_per_1k_usd", "cost_ratio")
+                 + (("cascade_threshold", "cascade_agreement", "coverage", "cascade_cost_ratio") if "cascade" in report else ())},
         inputs=[rd.filter_kept, rd.replay_responses],
         outputs=[rd.eval_report, rd.predictions], config=cfg, started=t0)
     return report
 
 
 def evaluate_run(cfg: EvalConfig, rd: RunDir, teacher: TeacherConfig,
-                 baseline_predict: Callable[[list[dict]], str] | None = None) -> dict:
+                 baseline_predict: Callable[[list[dict]], str] | None = None, cascade: CascadeConfig | None = None) -> dict:
     """Rerun the eval stage alone from a run directory (`distill evaluate --run <dir>`): serves
-    <run>/train/model with student.serve.StudentServer, then calls run_eval. The teacher is called
+    <run>/train/model in its own process (student.serve_process: a client in the server's process
+    would share its interpreter lock and time itself), then calls run_eval. The teacher is called
     where `teacher` says (the app shell starts the reference teacher for demos; eval never does)."""
     from contextlib import ExitStack
 
-    from student.serve import StudentServer
+    from student.serve_process import ChildStudentServer
 
     model_dir = rd.model_dir
     if not (model_dir / STUDENT_META).is_file():
         raise DistillError(f"no saved student at {model_dir} (run the train stage first)")
     with ExitStack() as stack:
         api_key = _secret(cfg.student_api_key)
-        student_url = stack.enter_context(StudentServer(model_dir, api_key=api_key, model_name="student"))
-        return run_eval(cfg, rd, teacher, student_url, "student", baseline_predict=baseline_predict)
+        student_url = stack.enter_context(ChildStudentServer(model_dir, api_key=api_key, model_name="student"))
+        return run_eval(cfg, rd, teacher, student_url, "student", baseline_predict=baseline_predict, cascade=cascade)

@@ -102,7 +102,21 @@ def decide(cfg: GateConfig, report: dict) -> dict:
     No checks configured is a failure: promoting without any evidence is never the default.
     """
     checks = [evaluate_check(c, report) for c in simple_checks(cfg) + list(cfg.checks)]
+    if report.get("cascade") is not None:
+        checks.append(cascade_check(report["cascade"]))
     if not checks:
         return {"passed": False, "checks": [{"name": "no_checks", "metric": None, "value": None, "interval": None, "threshold": None,
                                               "passed": False, "skipped": False, "reason": "no gate checks configured"}]}
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+def cascade_check(res: dict) -> dict:
+    """An evaluated cascade whose target no validation threshold reaches fails the gate, with the
+    reason: serving it in cascade mode would have no threshold to route by. Its figures
+    (cascade_agreement with its interval, coverage, cascade_cost_ratio) are ordinary report
+    metrics, so policies bound them with `checks:` like any other."""
+    ok = bool(res.get("reachable"))
+    reason = (f"{res.get('target')} reached on validation: threshold {res['threshold']:.6g}" if ok
+              else f"cascade target unreachable: {res.get('reason')}")
+    return {"name": "cascade_target", "metric": "cascade_threshold", "value": res.get("threshold"), "interval": None, "threshold": None,
+            "passed": ok, "skipped": False, "reason": reason}

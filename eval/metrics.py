@@ -180,3 +180,88 @@ def gold_reference(record: dict, metadata_keys: Sequence[str]) -> str | None:
             return v if isinstance(v, str) else json.dumps(v)
     resp = record.get("response")
     return resp if isinstance(resp, str) else None
+
+
+def _f1_counts(tp: int, fp: int, fn: int) -> float | None:
+    return 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else None
+
+
+def _pair_metrics(pred: list[set], true: list[set], key) -> dict[str, Any]:
+    """Micro-F1 over all (item, element) pairs, macro-F1 over `key(element)` classes, exact-set rate."""
+    tp = fp = fn = 0
+    per: dict[Any, list[int]] = {}
+    for p, t in zip(pred, true, strict=True):
+        tp, fp, fn = tp + len(p & t), fp + len(p - t), fn + len(t - p)
+        for e, where in [(e, 0) for e in p & t] + [(e, 1) for e in p - t] + [(e, 2) for e in t - p]:
+            per.setdefault(key(e), [0, 0, 0])[where] += 1
+    truth_classes = {key(e) for t in true for e in t}
+    per_f1 = {str(c): _f1_counts(*per[c]) or 0.0 for c in sorted(per, key=str) if c in truth_classes}
+    return {"micro_f1": _f1_counts(tp, fp, fn), "macro_f1": float(np.mean(list(per_f1.values()))) if per_f1 else None,
+            "exact": float(np.mean([p == t for p, t in zip(pred, true)])) if true else None, "per_class_f1": per_f1,
+            "per_item_exact": np.array([float(p == t) for p, t in zip(pred, true)]), "items": len(true)}
+
+
+def _items_of(student: Sequence[str | None], teacher: Sequence[str | None], field: str) -> list[tuple[Any, Any]]:
+    """(student value, teacher value) of `field` over items whose teacher output is a JSON object
+    holding it; a student output that is not an object (or lacks the field) gives None."""
+    out = []
+    for s, t in zip(student, teacher, strict=True):
+        pt = parse_output(t)
+        if not isinstance(pt, dict) or field not in pt:
+            continue
+        ps = parse_output(s)
+        out.append((ps.get(field) if isinstance(ps, dict) else None, pt[field]))
+    return out
+
+
+def _hashable(v: Any) -> Any:
+    return json.dumps(v, sort_keys=True, ensure_ascii=False)
+
+
+def set_field_metrics(student: Sequence[str | None], teacher: Sequence[str | None], field: str) -> dict[str, Any]:
+    """A list-valued (multi-label) field: micro-F1 over (item, label), macro-F1 over the teacher's
+    labels, exact-set match; a missing or non-list student value is the empty set."""
+    pairs = _items_of(student, teacher, field)
+    pred = [{_hashable(x) for x in s} if isinstance(s, list) else set() for s, _ in pairs]
+    true = [{_hashable(x) for x in t} if isinstance(t, list) else set() for _, t in pairs]
+    return _pair_metrics(pred, true, key=lambda e: e)
+
+
+def span_field_metrics(student: Sequence[str | None], teacher: Sequence[str | None], field: str) -> dict[str, Any]:
+    """An object-valued field of extracted values (slots: {name: span}): micro-F1 over
+    (item, name, value) with the value matched exactly, macro-F1 over names, exact-object match."""
+    pairs = _items_of(student, teacher, field)
+    pred = [{(k, _hashable(v)) for k, v in s.items()} if isinstance(s, dict) else set() for s, _ in pairs]
+    true = [{(k, _hashable(v)) for k, v in t.items()} if isinstance(t, dict) else set() for _, t in pairs]
+    return _pair_metrics(pred, true, key=lambda e: e[0])
+
+
+def structured_fields(teacher: Sequence[str | None]) -> dict[str, str]:
+    """Top-level fields of the teacher's JSON objects that are label sets ("set": a list of
+    scalars) or extracted values ("spans": an object of scalars), in at least half the objects
+    holding the field."""
+    kinds: dict[str, Counter] = {}
+    for t in teacher:
+        pt = parse_output(t)
+        if not isinstance(pt, dict):
+            continue
+        for k, v in pt.items():
+            c = kinds.setdefault(k, Counter())
+            if isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v):
+                c["set"] += 1
+            elif isinstance(v, dict) and all(not isinstance(x, (list, dict)) for x in v.values()):
+                c["spans"] += 1
+            else:
+                c["other"] += 1
+    out = {}
+    for k, c in kinds.items():
+        kind, n = c.most_common(1)[0]
+        if kind != "other" and n >= 0.5 * sum(c.values()):
+            out[k] = kind
+    return out
+
+
+def structured_metrics(student: Sequence[str | None], teacher: Sequence[str | None]) -> dict[str, dict[str, Any]]:
+    """{field: set_field_metrics or span_field_metrics (with "kind")} for structured_fields."""
+    return {f: {"kind": kind, **(set_field_metrics if kind == "set" else span_field_metrics)(student, teacher, f)}
+            for f, kind in structured_fields(teacher).items()}

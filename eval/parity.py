@@ -66,8 +66,18 @@ def parity_metrics(
     else:
         missing["field_accuracy"] = "teacher outputs are not JSON objects"
 
+    # Label sets and extracted values (eval/metrics.py structured_metrics): per field micro/macro F1
+    # and exact match, e.g. intents_micro_f1 and slots_micro_f1 for NLU++-shaped answers.
+    structured = M.structured_metrics(student, teacher)
+    for f, r in structured.items():
+        metrics[f"{f}_micro_f1"], metrics[f"{f}_macro_f1"] = r["micro_f1"], r["macro_f1"]
+        put(f"{f}_exact", r["per_item_exact"])
+    if structured:
+        details["structured_fields"] = {f: {k: v for k, v in r.items() if k != "per_item_exact"} for f, r in structured.items()}
+
     label_set = None
-    classification = kind == "classification" or (student_kind == "classifier") or M.looks_like_classification(teacher, max_classes)
+    # A classifier student of label sets / spans is scored per field above, not as one label per answer.
+    classification = kind == "classification" or (student_kind == "classifier" and not structured) or M.looks_like_classification(teacher, max_classes)
     details["classification"] = bool(classification)
     if classification:
         lm = M.label_metrics(student, teacher)

@@ -14,7 +14,8 @@ from eval.config import EvalConfig
 
 PCT = {"agreement", "json_valid_rate", "teacher_json_valid_rate", "field_accuracy", "label_accuracy", "macro_f1",
        "format_compliance", "gold_agreement", "teacher_gold_agreement", "prompted_baseline_agreement",
-       "agreement_vs_prompted_baseline_diff", "probe_baseline_agreement", "agreement_vs_probe_baseline_diff", "judge_score", "judge_win_rate", "judge_tie_rate", "judge_loss_rate"}
+       "agreement_vs_prompted_baseline_diff", "probe_baseline_agreement", "agreement_vs_probe_baseline_diff", "judge_score", "judge_win_rate", "judge_tie_rate", "judge_loss_rate",
+       "cascade_agreement", "coverage", "teacher_share", "cascade_cost_ratio"}
 
 
 def fmt_value(name: str, v: Any) -> str:
@@ -101,6 +102,8 @@ def _key_lines(report: dict) -> list[str]:
     be = report.get("details", {}).get("cost", {}).get("break_even", {})
     if be.get("verdict"):
         lines.append(f"- Training {fmt_value('usd', m.get('training_cost_usd'))}; break-even: {be['verdict']}")
+    if report.get("cascade"):
+        lines.append(f"- Cascade: {report['cascade'].get('summary')}")
     j = report.get("judge")
     if j:
         lines.append(f"- LLM judge ({j['model']}, both orders): score {_m(report, 'judge_score')} (0.5 = parity); "
@@ -150,6 +153,7 @@ def report_markdown(report: dict) -> str:
         worst = sorted(pl.items(), key=lambda kv: kv[1])[:10]
         lines += ["", "## Weakest labels (accuracy)", "", "| label | accuracy |", "|---|---|"]
         lines += [f"| {k} | {v * 100:.1f}% |" for k, v in worst]
+    lines += _cascade_section(report.get("cascade"))
     cost = report.get("details", {}).get("cost", {})
     if cost:
         lines += ["", "## Cost notes", "", f"- Teacher cost source: {cost.get('teacher', {}).get('source')}",
@@ -160,6 +164,37 @@ def report_markdown(report: dict) -> str:
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{p}]({p.split('/')[-1]})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _cascade_section(c: dict | None) -> list[str]:
+    """report.md's cascade section: the validation choice, the holdout figures, calibration."""
+    if not c:
+        return []
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.2f} %"  # noqa: E731
+    ch, cal, val = c.get("choice") or {}, c.get("calibration") or {}, c.get("val") or {}
+    lines = ["", "## Cascade (student answers when confident, teacher the rest)", "", c.get("summary", ""), "",
+             f"- Target {c.get('target')}; threshold chosen on the student's validation split ({val.get('n')} items, {val.get('source')}), "
+             "never on the holdout."]
+    if not c.get("reachable"):
+        return lines + [f"- **Unreachable:** {c.get('reason')}"]
+    lo, hi = c.get("cascade_agreement_ci") or (None, None)
+    lines += [
+        f"- Validation at the threshold: coverage {pct(ch.get('val_coverage'))}, cascade agreement {pct(ch.get('val_cascade_agreement'))}",
+        f"- Holdout ({c.get('n')} items): threshold {c['threshold']:.6g}, coverage {pct(c.get('coverage'))} "
+        f"({c.get('answered_by_student')} answered by the student, {c.get('forwarded')} forwarded), cascade agreement "
+        f"{pct(c.get('cascade_agreement'))} [{pct(lo)}, {pct(hi)}], student on its share {pct(c.get('student_agreement_on_answered'))}; "
+        f"student alone {pct(c.get('student_alone_agreement'))}",
+        f"- Cost per 1k requests: {fmt_value('usd', c.get('cost_per_1k_usd'))} (student on every request + the forwarded share at the "
+        f"teacher's {fmt_value('usd', c.get('teacher_cost_per_1k_usd'))}); ratio to the teacher {fmt_value('x', c.get('cascade_cost_ratio'))}",
+        f"- Latency of the mix p50/p95: {fmt_value('x_ms', c.get('latency_p50_ms'))} / {fmt_value('x_ms', c.get('latency_p95_ms'))} "
+        "(a forwarded request pays the student, then the teacher; resampled from the two measured distributions)"]
+    if cal.get("method"):
+        lines.append(f"- Calibration ({cal['method']}, fitted on {cal.get('fitted_on')}): ECE ({cal.get('binning')} bins) on validation "
+                     f"{fmt_value('x', cal.get('val_ece_before'))} -> {fmt_value('x', cal.get('val_ece_after'))}; on the holdout "
+                     f"{fmt_value('x', cal.get('holdout_ece_before'))} -> {fmt_value('x', cal.get('holdout_ece_after'))}")
+    else:
+        lines.append(f"- Calibration: none saved with this student; holdout ECE {fmt_value('x', cal.get('holdout_ece_after'))}")
+    return lines
 
 
 def write_report(cfg: EvalConfig, rd: RunDir, report: dict) -> None:
@@ -176,5 +211,14 @@ def write_report(cfg: EvalConfig, rd: RunDir, report: dict) -> None:
             report["plots"] = [str(p.relative_to(rd.path)) for p in write_plots(report, out_dir)]
         except Exception as e:  # noqa: BLE001
             report.setdefault("notes", []).append(f"plots failed: {type(e).__name__}: {e}")
+        if report.get("cascade"):
+            try:
+                from eval.cascade_plot import plot_cascade
+
+                c = report["cascade"]
+                png = plot_cascade(c, out_dir / "cascade.png", (c.get("config") or {}).get("target_agreement"))
+                report.setdefault("plots", []).append(str(png.relative_to(rd.path)))
+            except Exception as e:  # noqa: BLE001
+                report.setdefault("notes", []).append(f"cascade plot failed: {type(e).__name__}: {e}")
     write_json(rd.eval_report, report)
     (out_dir / "report.md").write_text(report_markdown(report))

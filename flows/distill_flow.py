@@ -31,6 +31,8 @@ def distill_flow(config: str, overrides: list[str] | None = None, force: bool = 
 
     with stages.teacher_endpoint(cfg, log=logger.info):
         tasks.ingest_task(cfg, run_dir)
+        if cfg.select is not None:  # no select: section, no task: every prompt is replayed
+            tasks.select_task(cfg, run_dir)
         progress.update()
         if cfg.teacher.shards > 1:
             tasks.replay_sharded(cfg, run_dir)

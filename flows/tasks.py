@@ -44,6 +44,11 @@ def ingest_task(cfg: DistillConfig, run_dir: str) -> dict:
     return stages.ingest(cfg, RunDir(run_dir), log=_log)
 
 
+@task(name="select", **_opts)
+def select_task(cfg: DistillConfig, run_dir: str) -> dict | None:
+    return stages.select(cfg, RunDir(run_dir), log=_log)
+
+
 @task(name="replay", retries=2, retry_delay_seconds=5, **_opts)
 def replay_task(cfg: DistillConfig, run_dir: str) -> dict:
     return stages.replay(cfg, RunDir(run_dir), log=_log)

@@ -134,6 +134,15 @@ class SamplingConfig(StrictModel):
     default_max_per_tag: int | None = Field(None, ge=1, description="Cap for tag values not listed in max_per_tag; None means no cap.")
 
 
+class StoreConfig(StrictModel):
+    """Where and in how much memory the run's dedup state lives (ingest/store.py)."""
+
+    dir: str | None = PathField(None, "Directory for the run's temporary dedup index (SQLite + MinHash file); default <run>/ingest/.work, deleted when the run ends.")
+    cache_mb: float = Field(64, gt=0, description="SQLite page cache per connection (two connections), MB.")
+    bloom_mb: float = Field(64, gt=0, description="Bloom filter in front of the index, MB (rounded down to a power of two); ~16 bits per key keeps false probes under 0.1 %: about 11 keys per record, so 64 MB suits ~3M records.")
+    buffer_records: int = Field(50_000, ge=100, description="Records whose new keys are buffered in memory before the background writer stores them (~1 KB each).")
+
+
 class IngestConfig(StrictModel):
     source: SourceConfig = Field(default_factory=JsonlSource, description="Where the logged prompts come from (discriminated on `kind`).")
     holdout_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="Share of records held out for evaluation, chosen by a stable hash of the record id.")
@@ -143,5 +152,18 @@ class IngestConfig(StrictModel):
     pii: PiiConfig = Field(default_factory=PiiConfig, description="PII redaction (on by default).")
     window: WindowConfig = Field(default_factory=WindowConfig, description="Incremental reading and where ingest keeps state between runs.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Per-tag caps on train records.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="The on-disk dedup index: peak memory is set here, not by the log's size.")
     parquet: bool = Field(True, description="Also write train/holdout as Hugging Face datasets Parquet files.")
     quarantine_raw_chars: int = Field(2000, ge=0, description="How much of a quarantined record's raw text to keep.")
+
+
+class SelectConfig(StrictModel):
+    """Which ingested train prompts are replayed through the (paid) teacher. The holdout is
+    always replayed whole: it is what the student is judged on."""
+
+    max_prompts: int = Field(ge=1, description="How many train prompts to replay (all of them when there are fewer).")
+    strategy: Literal["uniform", "stratified", "diversity"] = Field("uniform", description="uniform: lowest id hashes (a stable uniform sample); stratified: an equal share per value of `field` (small values taken whole, the rest shared out); diversity: embed a reservoir of prompts with the encoder student's base model, cluster, and take an equal share per cluster (nearest the centre first) so rare request types are not drowned by common ones.")
+    field: str = Field("feature", description="stratified: the metadata key whose values are the strata.")
+    reservoir: int = Field(20_000, ge=1, description="diversity: prompts embedded and clustered (a uniform sample by id hash of at least max_prompts); bounds memory and embedding time on any log size.")
+    clusters: int | None = Field(None, ge=2, description="diversity: number of k-means clusters; None: max_prompts (at most 1000), so each cluster gives about one prompt, the one nearest its centre.")
+    embed_model: str | None = Field(None, description="diversity: the encoder to embed with; None uses the encoder student's base model (the bundled MiniLM when that is unset).")

@@ -1,18 +1,54 @@
-"""Writing the ingest outputs: JSONL (the contract) and Hugging Face datasets Parquet."""
+"""Writing the ingest outputs as they are produced: JSONL (the contract) and Hugging Face
+datasets Parquet, both into temp files that replace the real ones only on `commit` (a failed
+run leaves no half outputs and keeps the previous ones)."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
+import orjson
 
-def to_parquet(records: list[dict], path: Path) -> None:
-    """Atomic Parquet write. metadata is a JSON string: its keys differ per record and Arrow
-    would otherwise infer a struct from the first rows and fail on the rest."""
-    import datasets  # imported late: ~1 s
-    from datasets import Dataset, Features, Value
+_FIELDS = ("id", "messages", "response", "model", "timestamp", "metadata", "split")
 
-    features = Features({
+
+def dumps(row) -> bytes:
+    try:
+        return orjson.dumps(row)
+    except TypeError:  # integers past 64 bits (json.loads reads them): the stdlib writes them
+        return json.dumps(row, ensure_ascii=False).encode("utf-8")
+
+
+class JsonlOut:
+    """Append-only JSONL into `<tmp_dir>/<name>` (same file system); `commit()` renames it into place."""
+
+    def __init__(self, path: Path, tmp_dir: Path):
+        self.path = path
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp_dir / path.name
+        self.f = open(self.tmp, "wb", buffering=1 << 20)
+        self.n = 0
+
+    def write(self, row: dict) -> None:
+        self.f.write(dumps(row) + b"\n")
+        self.n += 1
+
+    def commit(self) -> Path:
+        self.f.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _features():
+    from datasets import Features, Value
+
+    return Features({
         "id": Value("string"),
         "messages": [{"role": Value("string"), "content": Value("string")}],
         "response": Value("string"),
@@ -21,19 +57,58 @@ def to_parquet(records: list[dict], path: Path) -> None:
         "metadata": Value("string"),
         "split": Value("string"),
     })
-    cols: dict[str, list] = {k: [] for k in features}
-    for r in records:
-        for k in features:
-            v = r.get(k)
-            cols[k].append(json.dumps(v, ensure_ascii=False) if k == "metadata" else v)
-    ds = Dataset.from_dict(cols, features=features)
-    tmp = path.with_name(f".{path.name}.tmp")
-    was_disabled = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()  # one bar per file is noise in the stage log
+
+
+class ParquetOut:
+    """Parquet in row groups of `batch` records with the datasets schema (loadable by
+    datasets.load_dataset / Dataset.from_parquet). metadata is a JSON string: its keys differ
+    per record and Arrow would otherwise infer a struct from the first rows and fail on the rest."""
+
+    def __init__(self, path: Path, tmp_dir: Path, batch: int = 20_000):
+        import pyarrow.parquet as pq
+
+        self.path, self.batch = path, batch
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp_dir / path.name
+        self.schema = _features().arrow_schema
+        self.writer = pq.ParquetWriter(str(self.tmp), self.schema)
+        self.rows: list[dict] = []
+
+    def write(self, rec: dict) -> None:
+        self.rows.append(rec)
+        if len(self.rows) >= self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        cols = {k: [json.dumps(r.get(k), ensure_ascii=False) if k == "metadata" else r.get(k) for r in self.rows]
+                for k in _FIELDS}
+        self.writer.write_table(pa.Table.from_pydict(cols, schema=self.schema))
+        self.rows = []
+
+    def commit(self) -> Path:
+        if self.rows:
+            self._flush()
+        self.writer.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def to_parquet(records: list[dict], path: Path) -> None:
+    """Atomic Parquet write of a list (kept for callers outside the stage)."""
+    out = ParquetOut(path, path.parent / f".{path.name}.d")
     try:
-        ds.to_parquet(str(tmp))
-        os.replace(tmp, path)
+        for r in records:
+            out.write(r)
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
-        if not was_disabled:
-            datasets.enable_progress_bars()
+        shutil.rmtree(path.parent / f".{path.name}.d", ignore_errors=True)

@@ -6,31 +6,40 @@ Every record read ends up in exactly one bucket, and the counts prove it:
            + over_tag_cap + outside_window
     kept = train + holdout
 (skipped: not an error but not a prompt, e.g. a failed LiteLLM call or a Langfuse span.)
-The source is read completely before anything is written, so a source that fails halfway
-(unreachable database, cut-off file) leaves no partial outputs and no advanced watermark.
+
+Records stream: the dedup state is on disk (ingest/store.py) and records that pass the first
+pass wait in spill files in the work directory, so memory is set by `ingest.store`, not by the
+log. Outputs go to temp files that replace the real ones only when the whole source has been
+read, so a source that fails halfway (unreachable database, cut-off file) leaves no partial
+outputs and no advanced watermark.
 """
 from __future__ import annotations
 
 import gc
 import hashlib
+import shutil
 import time
 from collections import Counter
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-from core.base import write_jsonl
+import numpy as np
+
 from core.rundir import RunDir
 from ingest.config import IngestConfig
-from ingest.dedup import MinHasher, NearIndex, dialogue_text, exact_key, system_key
+from ingest.dedup import NEAR_SALT, MinHasher, band_keys, dialogue_text, exact_key, lsh_params, system_key
+from ingest.output import JsonlOut, ParquetOut, dumps
 from ingest.pii import Redactor
 from ingest.records import Item, RecordError, SkipRecord, parse_time, raw_text
 from ingest.sources import describe, iter_source
 from ingest.state import IngestState, state_dir
+from ingest.store import DedupStore
 from ingest.validate import validate
 
 STAGE = "ingest"
+Emit = Callable[[dict, int], None]  # (record, seq): seq is the read order of admitted records
 
 
 def in_holdout(record_id: str, fraction: float) -> bool:
@@ -42,34 +51,34 @@ def in_holdout(record_id: str, fraction: float) -> bool:
 
 
 class Ingestor:
-    """One pass over a source; holds the per-run dedup indexes, redaction map and counts."""
+    """One pass over a source: per-record checks, near dedup and the split; the train and
+    holdout candidates go to spill files for the whole-run steps (ingest/finish.py)."""
 
-    def __init__(self, cfg: IngestConfig, golden: list[dict] | None = None,
-                 watermark: str | None = None):
-        self.cfg = cfg
+    def __init__(self, cfg: IngestConfig, work: Path, quarantine: JsonlOut, dropped: JsonlOut,
+                 golden: list[dict] | None = None, watermark: str | None = None):
+        self.cfg, self.work = cfg, work
         self.golden = golden or []
         self.golden_ids = {r["id"] for r in self.golden}
+        self.golden_seen: set[str] = set()
         self.after = parse_time(watermark) if watermark else None          # exclusive
         self.since = parse_time(cfg.window.since) if cfg.window.since else None  # inclusive
         self.incremental = cfg.window.incremental
         self.redactor = Redactor(cfg.pii.types) if cfg.pii.enabled else None
-        d = cfg.dedup
+        d, s = cfg.dedup, cfg.store
         self.hasher = MinHasher(d.num_perm, d.shingle_chars) if (d.near_duplicates or d.decontaminate) else None
-        self.near = NearIndex(d.threshold, d.num_perm) if d.near_duplicates else None
-        self.minhashes: dict[str, object] = {}
-        self.parts: dict[str, str] = {}  # record id -> dedup partition (its system prompt's hash)
-        self.exact: dict[str, str] = {}
-        self.ids: dict[str, int] = {}
+        self.near = lsh_params(d.threshold, d.num_perm) if d.near_duplicates else None
+        self.store = DedupStore(work, s.cache_mb, s.bloom_mb, s.buffer_records, d.num_perm)
+        self.quarantine_out, self.dropped_out = quarantine, dropped
+        self.train_spill = open(work / "train.spill", "wb", buffering=1 << 20)
+        self.holdout_spill = open(work / "holdout.spill", "wb", buffering=1 << 20)
+        self.seq = 0
+        self.n_train = self.n_holdout = 0
         self.counts: Counter = Counter()
-        self.quarantine: list[dict] = []
-        self.dropped: list[dict] = []
-        self.train: list[dict] = []
-        self.holdout: list[dict] = []
         self.max_ts: datetime | None = None
         self.min_ts: datetime | None = None
 
     # -- one record ---------------------------------------------------------------------
-    def _quarantine(self, item: Item, err: RecordError, rid: str | None = None) -> None:
+    def quarantine(self, item: Item, err: RecordError, rid: str | None = None) -> None:
         self.counts["quarantined"] += 1
         self.counts[f"q:{err.code}"] += 1
         raw = raw_text(item.raw if item.raw is not None else item.record, self.cfg.quarantine_raw_chars)
@@ -79,18 +88,18 @@ class Ingestor:
         rid = rid or item.native_id
         if rid is not None:
             row["id"] = rid
-        self.quarantine.append(row)
+        self.quarantine_out.write(row)
 
-    def _drop(self, bucket: str, rec: dict, position: int, of: str | None) -> None:
+    def drop(self, bucket: str, rid: str, position: int, of: str | None) -> None:
         self.counts[bucket] += 1
-        self.dropped.append({"id": rec["id"], "position": position, "reason": bucket, "of": of})
+        self.dropped_out.write({"id": rid, "position": position, "reason": bucket, "of": of})
 
     def _in_window(self, item: Item, rec: dict) -> bool | None:
         """True: take it; False: older than the window; None: quarantined."""
         ts = rec["timestamp"]
         if ts is None:
             if self.incremental or self.since:
-                self._quarantine(item, RecordError("no_timestamp", "incremental/windowed reads need a timestamp"), rec["id"])
+                self.quarantine(item, RecordError("no_timestamp", "incremental/windowed reads need a timestamp"), rec["id"])
                 return None
             return True
         t = parse_time(ts)
@@ -114,120 +123,108 @@ class Ingestor:
             self.counts[f"s:{item.error.code}"] += 1
             return None
         if item.error is not None:
-            self._quarantine(item, item.error)
+            self.quarantine(item, item.error)
             return None
         rec = item.record
         try:
             validate(rec, self.cfg.validation)
         except RecordError as e:
-            self._quarantine(item, e, rec["id"])
+            self.quarantine(item, e, rec["id"])
             return None
         if not self._in_window(item, rec):
             return None
         rid = rec["id"]
-        key = exact_key(rec["messages"])
-        first = self.exact.get(key)
+        key = int(exact_key(rec["messages"])[:16], 16)
+        first = self.store.exact_first(key)
         if first is not None:  # a retry logged twice is a duplicate even if it kept its id
-            self._drop("duplicates", rec, item.position, first)
+            self.drop("duplicates", rid, item.position, first)
             return None
-        if rid in self.ids:
+        pos = self.store.id_position(rid)
+        if pos is not None:
             # Downstream joins on id (replay ledger, reference answers): ids must be unique.
-            self._quarantine(item, RecordError("duplicate_id", f"id {rid!r} already used at position {self.ids[rid]}"), rid)
+            self.quarantine(item, RecordError("duplicate_id", f"id {rid!r} already used at position {pos}"), rid)
             return None
-        self.exact[key] = rid
-        self.ids[rid] = item.position
+        self.store.add_exact(key, rid)
+        self.store.add_id(rid, item.position)
         if self.redactor is not None:
             self.redactor.redact_record(rec)
         return rec
 
-    def place(self, recs: list[dict]) -> None:
+    def place(self, batch: list[tuple[dict, int]]) -> None:
         """Near-dedup (in log order, first seen wins) and split a batch of admitted records."""
-        hashes = self.hasher.minhash_many([dialogue_text(r["messages"]) for r in recs]) if self.hasher else None
-        for i, rec in enumerate(recs):
-            rid = rec["id"]
-            if hashes is not None:
-                m = hashes[i]
-                part = self.parts[rid] = system_key(rec["messages"])
-                if self.near is not None:
-                    twin = self.near.find_or_add(part, rid, m)
+        if not batch:
+            return
+        store = self.store
+        first = self.seq
+        self.seq += len(batch)
+        parts = [system_key(r["messages"]) for r, _ in batch]
+        store.put_names([[first + i, r["id"]] for i, (r, _) in enumerate(batch)])
+        if self.hasher is not None:
+            values = self.hasher.values_many([dialogue_text(r["messages"]) for r, _ in batch])
+            store.put_minhashes(values)
+        if self.near is not None:
+            b, r = self.near
+            keys = band_keys(values, np.array([int(p, 16) for p in parts], dtype=np.uint64), b, r, NEAR_SALT)
+            members = store.bucket_members(keys.ravel())
+            local: dict[int, list[int]] = {}  # this batch's records, indexed as they are kept
+            klist = keys.tolist()
+            kept: list[int] = []
+        for i, (rec, pos) in enumerate(batch):
+            rid, seq = rec["id"], first + i
+            if self.near is not None:
+                ks, base = klist[i], i * b
+                bands = []
+                for j, k in enumerate(ks):
+                    m, lo = members[base + j], local.get(k)
+                    if m or lo:
+                        bands.append(m + lo if lo else m)
+                if bands:
+                    twin = store.best_twin(values[i], bands, self.cfg.dedup.threshold)
                     if twin is not None:
-                        self._drop("near_duplicates", rec, self.ids[rid], twin)
+                        self.drop("near_duplicates", rid, pos, store.name(twin))
                         continue
-                self.minhashes[rid] = m
+                kept.append(i)
+                for k in ks:
+                    local.setdefault(k, []).append(seq)
             holdout = rid in self.golden_ids or in_holdout(rid, self.cfg.holdout_fraction)
+            if rid in self.golden_ids:
+                self.golden_seen.add(rid)
             rec["split"] = "holdout" if holdout else "train"
-            (self.holdout if holdout else self.train).append(rec)
-
-    # -- whole-run steps ----------------------------------------------------------------
-    def carried_holdout(self) -> list[dict]:
-        """Golden holdout records from earlier runs that this run did not read again."""
-        new = {r["id"] for r in self.holdout}
-        return [r for r in self.golden if r["id"] not in new]
-
-    def decontaminate(self) -> None:
-        """Drop train records that are near copies of any holdout record (this run's or golden)."""
-        d = self.cfg.dedup
-        if not d.decontaminate or self.hasher is None:
-            return
-        index = NearIndex(d.decontaminate_threshold, d.num_perm)
-        carried = self.carried_holdout()
-        for r, m in zip(carried, self.hasher.minhash_many([dialogue_text(r["messages"]) for r in carried])):
-            index.add(system_key(r["messages"]), r["id"], m)
-        for r in self.holdout:
-            index.add(self.parts[r["id"]], r["id"], self.minhashes[r["id"]])
-        if not len(index):
-            return
-        kept = []
-        for r in self.train:
-            twin = index.find(self.parts[r["id"]], self.minhashes[r["id"]])
-            if twin is None:
-                kept.append(r)
+            spill = self.holdout_spill if holdout else self.train_spill
+            spill.write(dumps([seq, pos, parts[i], rec]) + b"\n")
+            if holdout:
+                self.n_holdout += 1
             else:
-                self._drop("decontaminated", r, self.ids[r["id"]], twin)
-        self.train = kept
-
-    def cap_tags(self) -> None:
-        """Per-tag caps on train: keep a uniform sample (lowest id hashes), in log order."""
-        s = self.cfg.sampling
-        if not s.max_per_tag and s.default_max_per_tag is None:
-            return
-        by_tag: dict[str, list[dict]] = {}
-        for r in self.train:
-            by_tag.setdefault(str(r["metadata"].get(s.tag_field)), []).append(r)
-        drop: set[str] = set()
-        for tag, recs in by_tag.items():
-            cap = s.max_per_tag.get(tag, s.default_max_per_tag)
-            if cap is not None and len(recs) > cap:
-                ranked = sorted(recs, key=lambda r: hashlib.sha256(r["id"].encode()).digest())
-                drop.update(r["id"] for r in ranked[cap:])
-        if drop:
-            for r in self.train:
-                if r["id"] in drop:
-                    self._drop("over_tag_cap", r, self.ids[r["id"]], None)
-            self.train = [r for r in self.train if r["id"] not in drop]
+                self.n_train += 1
+        if self.near is not None:
+            store.add_bands(keys[kept], [first + i for i in kept])
 
     def run(self, items: Iterable[Item], batch: int = 256) -> None:
         limit = self.cfg.max_records
-        pending: list[dict] = []
+        pending: list[tuple[dict, int]] = []
         for item in items:
             if limit is not None and self.counts["read"] >= limit and (item.record or item.error):
                 break
             rec = self.admit(item)
             if rec is not None:
-                pending.append(rec)
+                pending.append((rec, item.position))
                 if len(pending) >= batch:  # MinHash is computed per batch: far fewer numpy calls
                     self.place(pending)
                     pending = []
         self.place(pending)
-        self.decontaminate()
-        self.cap_tags()
+        self.train_spill.close()
+        self.holdout_spill.close()
 
-    def final_counts(self) -> dict:
+    def carried_holdout(self) -> list[dict]:
+        """Golden holdout records from earlier runs that this run did not read again."""
+        return [r for r in self.golden if r["id"] not in self.golden_seen]
+
+    def final_counts(self, train: int) -> dict:
         c = self.counts
         out = {k: c[k] for k in ("read", "quarantined", "skipped", "duplicates", "near_duplicates", "decontaminated",
                                  "over_tag_cap", "outside_window", "blank_lines")}
-        out["train"] = len(self.train)
-        out["holdout"] = len(self.holdout)
+        out["train"] = train
+        out["holdout"] = self.n_holdout
         out["kept"] = out["train"] + out["holdout"]
         out["holdout_carried"] = len(self.carried_holdout())
         out["holdout_total"] = out["holdout"] + out["holdout_carried"]
@@ -245,8 +242,7 @@ class Ingestor:
 
 @contextmanager
 def _gc_paused():
-    """Python's cycle collector rescans every record held so far each time enough new dicts
-    are allocated: 15-35 % of ingest time at 100k records. Records hold no cycles."""
+    """Records hold no cycles; the cycle collector would rescan the live ones again and again."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -254,6 +250,23 @@ def _gc_paused():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _ingest(cfg: IngestConfig, work: Path, outs: dict, emit_train: Emit, emit_holdout: Emit,
+            golden: list[dict], watermark: str | None) -> tuple[Ingestor, dict]:
+    from ingest.finish import finish
+
+    shutil.rmtree(work, ignore_errors=True)
+    ing = Ingestor(cfg, work, outs["quarantine"], outs["dropped"], golden=golden, watermark=watermark)
+    try:
+        since = max((t for t in (ing.after, ing.since) if t is not None), default=None)
+        with _gc_paused():
+            ing.run(iter_source(cfg.source, since))
+            counts = finish(ing, emit_train, emit_holdout)
+    finally:
+        ing.store.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return ing, counts
 
 
 def run_ingest(cfg: IngestConfig, rd: RunDir) -> dict:
@@ -265,21 +278,45 @@ def run_ingest(cfg: IngestConfig, rd: RunDir) -> dict:
     watermark = state.watermark() if incremental else None
     # A full read re-derives the same holdout from the id hashes; only windowed runs, which
     # see just the new records, need the stored golden holdout to keep earlier ones.
-    ing = Ingestor(cfg, golden=state.golden_holdout() if incremental else [], watermark=watermark)
-    since = max((t for t in (ing.after, ing.since) if t is not None), default=None)
-    with _gc_paused():
-        ing.run(iter_source(cfg.source, since))
-    counts = ing.final_counts()
-    t_read = time.time() - t0
+    golden = state.golden_holdout() if incremental else []
+    # Everything is written under one temp directory in the run (renamed into ingest/ at the
+    # end); the dedup index may live elsewhere (store.dir: a fast local disk).
+    staging = rd.path / f".{STAGE}-tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    names = ("quarantine", "dropped", "train", "holdout")
+    outs: dict = {n: JsonlOut(rd.ingest_split(n), staging) for n in names}
+    pq = {}
+    if cfg.parquet:
+        pq = {n: ParquetOut(rd.ingest_split(n).with_suffix(".parquet"), staging) for n in ("train", "holdout")}
 
-    holdout_all = ing.carried_holdout() + ing.holdout
-    outputs = _write_outputs(cfg, rd, ing, holdout_all)
+    def emitter(split: str) -> Emit:
+        j, p = outs[split], pq.get(split)
+        if p is None:
+            return lambda rec, seq: j.write(rec)
+        return lambda rec, seq: (j.write(rec), p.write(rec))
+
+    work = Path(cfg.store.dir) / rd.run_id if cfg.store.dir else staging / "work"
+    written: list[Path] = []
+    try:
+        ing, counts = _ingest(cfg, work, outs, emitter("train"), emitter("holdout"), golden, watermark)
+        t_read = time.time() - t0
+        for n in names:  # in this order: a failed rename leaves the later ones untouched
+            written.append(outs.pop(n).commit())
+        for n in ("train", "holdout"):
+            if n in pq:
+                written.append(pq.pop(n).commit())
+            else:
+                rd.ingest_split(n).with_suffix(".parquet").unlink(missing_ok=True)  # stale from an earlier attempt
+    finally:
+        for o in (*outs.values(), *pq.values()):
+            o.abort()
+        shutil.rmtree(staging, ignore_errors=True)
 
     # State last: a run that failed above must not move the watermark or the golden holdout.
     wm_after = watermark
     if incremental:
-        if ing.holdout:
-            state.save_golden_holdout(holdout_all)
+        if ing.n_holdout:
+            state.save_golden_holdout_file(rd.ingest_holdout)
         if ing.max_ts is not None:
             wm_after = _iso(ing.max_ts)
             state.save_watermark(wm_after, rd.run_id, source)
@@ -287,28 +324,10 @@ def run_ingest(cfg: IngestConfig, rd: RunDir) -> dict:
               "watermark_before": watermark, "watermark_after": wm_after,
               "first_record": _iso(ing.min_ts), "last_record": _iso(ing.max_ts)}
     figures = {"records_per_s": round(counts["read"] / t_read, 1) if t_read > 0 else None,
-               "read_s": round(t_read, 3)}
-    rd.record_stage(STAGE, counts=counts, figures=figures, inputs=_inputs(cfg, source), outputs=outputs,
+               "read_s": round(t_read, 3), "index_probes": ing.store.probes}
+    rd.record_stage(STAGE, counts=counts, figures=figures, inputs=_inputs(cfg, source), outputs=written,
                     config=cfg, started=t0, source=source, window=window, state_dir=str(state.root))
     return counts
-
-
-def _write_outputs(cfg: IngestConfig, rd: RunDir, ing: Ingestor, holdout_all: list[dict]) -> list[Path]:
-    paths = {name: rd.ingest_split(name) for name in ("train", "holdout", "quarantine", "dropped")}
-    write_jsonl(paths["quarantine"], ing.quarantine)
-    write_jsonl(paths["dropped"], ing.dropped)
-    write_jsonl(paths["train"], ing.train)
-    write_jsonl(paths["holdout"], holdout_all)
-    outputs = list(paths.values())
-    for split, recs in (("train", ing.train), ("holdout", holdout_all)):
-        pq = rd.ingest_split(split).with_suffix(".parquet")
-        if cfg.parquet:
-            from ingest.output import to_parquet
-            to_parquet(recs, pq)
-            outputs.append(pq)
-        else:
-            pq.unlink(missing_ok=True)  # a stale file from an earlier attempt would mislead
-    return outputs
 
 
 def _inputs(cfg: IngestConfig, source: str) -> list:
@@ -325,12 +344,18 @@ def _iso(t: datetime | None) -> str | None:
 
 def clean_records(cfg: IngestConfig) -> list[dict]:
     """The source's records after validation, dedup and redaction, in log order; writes
-    nothing and uses no state (for drift checks and previews: compare like with like)."""
-    ing = Ingestor(cfg)
-    with _gc_paused():
-        ing.run(iter_source(cfg.source))
-    order = {rid: i for i, rid in enumerate(ing.ids)}  # read order (positions restart per file)
-    return sorted(ing.train + ing.holdout, key=lambda r: order[r["id"]])
+    nothing the caller sees and uses no state (drift checks, previews: compare like with like).
+    Returns a list: for previews, not for whole production logs."""
+    import tempfile
+
+    kept: list[tuple[int, dict]] = []
+    with tempfile.TemporaryDirectory(prefix="ingest-clean-") as tmp:
+        outs = {n: JsonlOut(Path(tmp) / f"{n}.jsonl", Path(tmp) / "out") for n in ("quarantine", "dropped")}
+        emit = lambda rec, seq: kept.append((seq, rec))  # noqa: E731
+        _ingest(cfg, Path(tmp) / "work", outs, emit, emit, [], None)
+        for o in outs.values():
+            o.abort()
+    return [r for _, r in sorted(kept, key=lambda x: x[0])]
 
 
 __all__ = ["run_ingest", "clean_records", "in_holdout", "Ingestor"]

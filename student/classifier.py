@@ -1,8 +1,11 @@
-"""Classifier student: a small encoder + LoRA + one classification head per output field.
+"""Classifier student: a small encoder + LoRA + one head per output field.
 
 Used when every teacher output is a JSON object of categorical fields (Banking77:
-{"intent": "card_arrival"}) or a bare label. Predictions are rendered back into the teacher's
-exact text (key order, separators, indent, surrounding text), so the eval compares like with like.
+{"intent": "card_arrival"}) or a bare label, and - through a Layout (student/fields.py,
+student/structured.py) - when its fields are label sets (multi-label) and spans copied from the
+user's message (NLU++: {"intents": [...], "slots": {"date": "next week"}}). Predictions are
+rendered back into the teacher's exact text (key order, separators, indent, omitted keys,
+surrounding text), so the eval compares like with like.
 
 The input is the last user turn only: in a logged production prompt the system prompt (and any
 few-shot preamble) is the same for every record, so it adds tokens and compute but no signal,
@@ -10,24 +13,20 @@ and it would push the user's words past max_length.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from student.base import STUDENT_META, Example, Messages
+from student.base import Example, Messages
 from student.classifier_format import PLAIN, OutputFormat, categorical_labels, detect_format  # noqa: F401 (re-exported)
+from core.answer_shape import has_structure
+from core.answer_shape import last_user_text as input_text  # noqa: F401 (the encoder's input; re-exported)
 from student.classifier_finalize import FinalizeMixin
+from student.classifier_persist import PersistMixin
 from student.encoder import (add_lora, fit_linear, head_key, layer_list, length_sorted_chunks, load_encoder, make_heads,
                              run_layers, length_bucketed_batches)
-
-def input_text(messages: Messages) -> str:
-    """The last user turn (see module docstring); falls back to all non-system text."""
-    for m in reversed(messages):
-        if m.get("role") == "user" and isinstance(m.get("content"), str):
-            return m["content"]
-    return "\n".join(str(m.get("content", "")) for m in messages if m.get("role") != "system")
+from student.fields import Layout
+from student.structured import OK, StructuredMixin
 
 
 # ----------------------------------------------------------------------------- the student
@@ -37,19 +36,20 @@ class _Batch:
     input_ids: Any = None  # token ids (full forward), or
     hidden: Any = None  # cached frozen-prefix states [B, T, H] (top-layers-only forward)
     targets: dict[str, Any] = field(default_factory=dict)
+    span_ok: Any = None  # [B, T] bool: positions a span pointer may use (span fields only)
 
     def __len__(self) -> int:
         return int(self.attention_mask.shape[0])
 
     def to(self, device) -> "_Batch":
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return _Batch(mv(self.attention_mask), mv(self.input_ids), mv(self.hidden), {k: v.to(device) for k, v in self.targets.items()})
+        return _Batch(mv(self.attention_mask), mv(self.input_ids), mv(self.hidden), {k: v.to(device) for k, v in self.targets.items()}, mv(self.span_ok))
 
 
-class ClassifierStudent(FinalizeMixin):
+class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
     kind = "classifier"
 
-    def __init__(self, encoder, tokenizer, heads, fmt: OutputFormat, vocab: dict[str, list[str]], *, pooling: str, max_length: int, base_ref: dict, predict_batch_size: int = 64):
+    def __init__(self, encoder, tokenizer, heads, fmt: OutputFormat, vocab: dict[str, list[str]], *, pooling: str, max_length: int, base_ref: dict, predict_batch_size: int = 64, layout: Layout | None = None):
         import torch
 
         self.encoder, self.tokenizer, self.heads = encoder, tokenizer, heads
@@ -68,6 +68,7 @@ class ClassifierStudent(FinalizeMixin):
         self.memory: tuple[Any, dict[str, Any]] | None = None  # (normalised train embeddings [N, H], {field: labels [N]})
         self.calibration: dict[str, Any] | None = None  # per-field temperatures fitted on the val split in finalize(); None = T 1
         self._torch = torch
+        self._init_structured(layout)  # set / span fields (none without a layout)
 
     # ---- construction
     @classmethod
@@ -78,9 +79,15 @@ class ClassifierStudent(FinalizeMixin):
         from core.base import DistillError
         from student.models import resolve_base_model
 
-        found = categorical_labels([e.target for e in examples], cfg.max_labels, cfg.min_examples_per_label)
-        if found is None:
-            raise DistillError("student.kind=classifier, but the teacher outputs are not categorical (JSON objects of bounded-cardinality fields, or bare labels); use kind auto or causal_lm")
+        targets = [e.target for e in examples]
+        found = None if has_structure(targets) else categorical_labels(targets, cfg.max_labels, cfg.min_examples_per_label)
+        layout = None
+        if found is None:  # not all-categorical: label sets and spans need a layout
+            layout, fit = Layout.detect(targets, [input_text(e.messages) for e in examples], cfg.max_labels, cfg.min_examples_per_label)
+            if layout is None:
+                raise DistillError(f"student.kind=classifier, but the teacher outputs' field {fit['decided_by']!r} is {fit['reason']}: "
+                                   "the encoder student produces categorical fields, label sets and spans of the input only; use kind auto or causal_lm")
+            found = (layout.style, layout.cats)
         fmt, vocab = found
         ref = resolve_base_model(cfg.base_model, "classifier")
         encoder, tokenizer = load_encoder(ref.name_or_path)
@@ -95,7 +102,9 @@ class ClassifierStudent(FinalizeMixin):
         encoder = add_lora(encoder, cfg.lora, list(range(len(layers) - n_train, len(layers))) if layers is not None else None)
         heads = make_heads(encoder.config.hidden_size, vocab)
         base_ref = {"bundled": "classifier"} if ref.bundled else {"name_or_path": ref.name_or_path}
-        st = cls(encoder, tokenizer, heads, fmt, vocab, pooling=cfg.pooling, max_length=cfg.max_length, base_ref=base_ref, predict_batch_size=cfg.predict_batch_size)
+        st = cls(encoder, tokenizer, heads, fmt, vocab, pooling=cfg.pooling, max_length=cfg.max_length, base_ref=base_ref,
+                 predict_batch_size=cfg.predict_batch_size, layout=layout)
+        st.add_structured_heads(heads, encoder.config.hidden_size)
         st.label_smoothing = cfg.label_smoothing
         st.probe_weight_decay = cfg.probe_weight_decay
         st.interpolate = cfg.interpolate
@@ -107,6 +116,11 @@ class ClassifierStudent(FinalizeMixin):
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
 
+    def encode_offsets(self, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """Token ids and each token's character offsets in its text (span fields cut text by them)."""
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+        return enc["input_ids"], [[tuple(o) for o in offs] for offs in enc["offset_mapping"]]
+
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Token counts for usage reporting (no truncation, no special tokens)."""
         return [len(x) for x in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
@@ -116,9 +130,12 @@ class ClassifierStudent(FinalizeMixin):
         return (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
 
     def _targets(self, targets: list[dict[str, str]]) -> dict[str, Any]:
-        return {f: self._torch.tensor([self.index[f][t[f]] for t in targets]) for f in self.vocab}
+        return {**{f: self._torch.tensor([self.index[f][t[f]] for t in targets]) for f in self.vocab}, **self._structured_tensors(targets)}
 
-    def collate(self, ids: list[list[int]], targets: list[dict[str, str]] | None = None) -> _Batch:
+    def _ok(self, oks: list[list[bool]] | None, width: int):
+        return self.span_ok_tensor(oks, width) if self.spans and oks is not None else None
+
+    def collate(self, ids: list[list[int]], targets: list[dict[str, str]] | None = None, oks: list[list[bool]] | None = None) -> _Batch:
         torch = self._torch
         mask = self._mask([len(x) for x in ids])
         pad = self.tokenizer.pad_token_id or 0
@@ -127,12 +144,16 @@ class ClassifierStudent(FinalizeMixin):
             input_ids[i, : len(x)] = torch.tensor(x)
         # Built on the CPU, handed out on the model's device (a no-op on the CPU): every batch is
         # where the model is, so nothing downstream moves tensors.
-        return _Batch(mask, input_ids=input_ids, targets=self._targets(targets) if targets is not None else {}).to(self.device)
+        if oks is None and targets is not None and self.spans:
+            oks = [t[OK] for t in targets]
+        return _Batch(mask, input_ids=input_ids, targets=self._targets(targets) if targets is not None else {},
+                      span_ok=self._ok(oks, mask.shape[1])).to(self.device)
 
     def collate_hidden(self, states: list[Any], targets: list[dict[str, str]]) -> _Batch:
         mask = self._mask([s.shape[0] for s in states])
         hidden = self._torch.nn.utils.rnn.pad_sequence(states, batch_first=True)
-        return _Batch(mask, hidden=hidden, targets=self._targets(targets)).to(self.device)
+        oks = [t[OK] for t in targets] if self.spans else None
+        return _Batch(mask, hidden=hidden, targets=self._targets(targets), span_ok=self._ok(oks, mask.shape[1])).to(self.device)
 
     def _pool(self, out, mask):
         if self.pooling == "cls":
@@ -140,12 +161,13 @@ class ClassifierStudent(FinalizeMixin):
         m = mask.unsqueeze(-1).to(out.dtype)
         return (out * m).sum(1) / m.sum(1).clamp(min=1.0)
 
-    def embed(self, b: _Batch):
+    def token_states(self, b: _Batch):
         if b.hidden is not None:  # training fast path: only the LoRA layers run
-            out = run_layers(self.encoder, b.hidden, b.attention_mask, self.frozen_layers, None)
-        else:
-            out = self.encoder(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
-        return self._pool(out, b.attention_mask)
+            return run_layers(self.encoder, b.hidden, b.attention_mask, self.frozen_layers, None)
+        return self.encoder(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
+
+    def embed(self, b: _Batch):
+        return self._pool(self.token_states(b), b.attention_mask)
 
     @property
     def device(self):
@@ -161,14 +183,28 @@ class ClassifierStudent(FinalizeMixin):
     def head_logits(self, z) -> dict[str, Any]:
         return {f: self.heads[head_key(f)](z) for f in self.vocab}
 
+    def forward_all(self, b: _Batch) -> tuple[Any, dict[str, Any]]:
+        """(pooled embedding, categorical logits per field + set logits and span pointers)."""
+        out = self.token_states(b)
+        z = self._pool(out, b.attention_mask)
+        return z, {**self.head_logits(z), **self.structured_logits(z, out, b.span_ok)}
+
     def logits(self, b: _Batch) -> dict[str, Any]:
-        return self.head_logits(self.embed(b))
+        return self.forward_all(b)[1]
 
     # ---- training hooks (the loop in student/train.py drives these; see base.TrainableStudent)
     def _tensors(self, examples: list[Example]) -> tuple[list[list[int]], list[dict[str, str]]]:
         """Token ids and label dicts, tokenised once per example (the loop asks every epoch)."""
         todo = [e for e in examples if e.id not in self._cache]
-        if todo:
+        if todo and self.layout is not None:
+            users = [input_text(e.messages) for e in todo]
+            ids, offs = self.encode_offsets(users)
+            for e, x, u, o in zip(todo, ids, users, offs):
+                labs = self._structured_targets(e.target, u, o, e.id)
+                if any(labs[f] not in self.index[f] for f in self.vocab):
+                    raise ValueError(f"record {e.id}: output does not fit the learned label format: {e.target[:200]!r}")
+                self._cache[e.id] = (x, labs)
+        elif todo:
             ids = self.encode([input_text(e.messages) for e in todo])
             for e, x in zip(todo, ids):
                 labs = self.fmt.labels_of(e.target)
@@ -213,7 +249,7 @@ class ClassifierStudent(FinalizeMixin):
     def loss(self, b: _Batch):
         F = self._torch.nn.functional
         lg = self.logits(b)
-        return sum(F.cross_entropy(lg[f], b.targets[f], label_smoothing=self.label_smoothing) for f in self.vocab)
+        return sum(F.cross_entropy(lg[f], b.targets[f], label_smoothing=self.label_smoothing) for f in self.vocab) + self.structured_loss(lg, b.targets)
 
     def eval_loss(self, examples: list[Example]) -> dict[str, float]:
         """Plain cross-entropy (no smoothing) and exact-output accuracy on held-out examples."""
@@ -226,9 +262,12 @@ class ClassifierStudent(FinalizeMixin):
             for b in batches:
                 lg = self.logits(b)
                 total += float(sum(F.cross_entropy(lg[f], b.targets[f], reduction="sum") for f in self.vocab))
+                total += float(self.structured_loss(lg, b.targets, "sum"))
                 ok = torch.ones(len(b), dtype=torch.bool, device=self.device)
                 for f in self.vocab:
                     ok &= lg[f].argmax(-1) == b.targets[f]
+                if self.sets or self.spans:
+                    ok &= self.structured_correct(lg, b.targets)
                 correct += int(ok.sum())
         n = max(len(examples), 1)
         return {"val_loss": total / n, "val_accuracy": correct / n}
@@ -247,6 +286,7 @@ class ClassifierStudent(FinalizeMixin):
         X = X[torch.argsort(torch.tensor(order)).to(X.device)].clone()
         acc = {f: fit_linear(self.heads[head_key(f)], X, torch.tensor([self.index[f][t[f]] for t in targets], device=X.device), weight_decay=self.probe_weight_decay)
                for f in self.vocab}
+        acc.update(self.structured_warm_start(X, targets, examples))
         self._probe_heads = {k: v.detach().clone() for k, v in self.heads.state_dict().items()}
         return acc
 
@@ -278,25 +318,8 @@ class ClassifierStudent(FinalizeMixin):
 
     # ---- inference
     def predict(self, batch: list[Messages]) -> list[str]:
-        if not batch:
-            return []
-        from student.knn import mixed_probs
-
-        torch = self._torch
-        ids = self.encode([input_text(m) for m in batch])
-        out: list[str | None] = [None] * len(batch)
-        self.train_mode(False)
-        with torch.inference_mode():
-            for chunk in length_sorted_chunks(ids, self.predict_batch_size):
-                z = self.embed(self.collate([ids[i] for i in chunk]))
-                lg = self.head_logits(z)
-                if self.knn and self.memory is not None:
-                    q = torch.nn.functional.normalize(z, dim=-1)
-                    lg = {f: mixed_probs(lg[f], q, self.memory[0], self.memory[1][f], self.knn) for f in self.vocab}
-                best = {f: lg[f].argmax(-1).tolist() for f in self.vocab}
-                for row, i in enumerate(chunk):
-                    out[i] = self.fmt.render({f: self.vocab[f][best[f][row]] for f in self.vocab})
-        return out  # type: ignore[return-value]
+        # Temperatures never move an argmax, so the scored path gives exactly these answers.
+        return [text for text, _ in self.predict_scored(batch)]
 
     def field_probs(self, lg: dict[str, Any], q, memory: tuple[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
         """Per-field label probabilities as predict() ranks them: softmax, mixed with the kNN vote
@@ -308,79 +331,42 @@ class ClassifierStudent(FinalizeMixin):
 
     def predict_scored(self, batch: list[Messages]) -> list[tuple[str, float]]:
         """predict()'s answers, each with its calibrated confidence: the product over fields of the
-        chosen label's probability (after the kNN mix), tempered by the field's temperature fitted
-        on the validation split (student/calibration.py; T = 1 when the model has none)."""
+        chosen answer's probability - a categorical field's label (after the kNN mix, tempered by
+        the field's temperature fitted on the validation split: student/calibration.py; T = 1 when
+        the model has none), a set field's p or 1 - p per label, a span's start x end probability."""
         if not batch:
             return []
         from student.calibration import temper
 
         torch = self._torch
         temps = (self.calibration or {}).get("temperature", {})
-        ids = self.encode([input_text(m) for m in batch])
+        texts = [input_text(m) for m in batch]
+        if self.spans:
+            ids, offsets = self.encode_offsets(texts)
+        else:
+            ids, offsets = self.encode(texts), None
         out: list[tuple[str, float] | None] = [None] * len(batch)
         self.train_mode(False)
         with torch.inference_mode():
             for chunk in length_sorted_chunks(ids, self.predict_batch_size):
-                z = self.embed(self.collate([ids[i] for i in chunk]))
-                probs = self.field_probs(self.head_logits(z), torch.nn.functional.normalize(z, dim=-1))
-                conf = torch.ones(len(chunk), dtype=torch.float64, device=z.device)
+                oks = [[i == 0 or b > a for i, (a, b) in enumerate(offsets[c])] for c in chunk] if offsets else None
+                z, lg = self.forward_all(self.collate([ids[i] for i in chunk], oks=oks))
+                conf = torch.ones(len(chunk), dtype=torch.float64)
                 best = {}
-                for f in self.vocab:
-                    p = temper(probs[f], float(temps.get(f, 1.0)))
-                    b = p.argmax(-1)
-                    best[f] = b.tolist()
-                    conf *= p.gather(1, b[:, None])[:, 0].double()
+                if self.vocab:
+                    probs = self.field_probs(lg, torch.nn.functional.normalize(z, dim=-1))
+                    for f in self.vocab:
+                        p = temper(probs[f], float(temps.get(f, 1.0)))
+                        b = p.argmax(-1)
+                        best[f] = b.tolist()
+                        conf *= p.gather(1, b[:, None])[:, 0].double().cpu()
+                if self.layout is None:
+                    rows = [self.fmt.render({f: self.vocab[f][best[f][r]] for f in self.vocab}) for r in range(len(chunk))]
+                else:
+                    vals, c2 = self.structured_decode(lg, [texts[i] for i in chunk], [offsets[i] for i in chunk] if offsets else [])
+                    conf *= c2
+                    rows = [self.layout.render({**{f: self.vocab[f][best[f][r]] for f in self.vocab}, **vals[r]}) for r in range(len(chunk))]
                 conf_l = conf.tolist()
                 for row, i in enumerate(chunk):
-                    out[i] = (self.fmt.render({f: self.vocab[f][best[f][row]] for f in self.vocab}), conf_l[row])
+                    out[i] = (rows[row], conf_l[row])
         return out  # type: ignore[return-value]
-
-    # ---- persistence
-    def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(path / "adapter")
-        self.tokenizer.save_pretrained(path / "tokenizer")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, str(path / "heads.safetensors"))
-        meta = {"kind": self.kind, "format": self.fmt.to_dict(), "vocab": self.vocab, "pooling": self.pooling,
-                "max_length": self.max_length, "base_model": self.base_ref, "hidden_size": self.encoder.config.hidden_size}
-        if self.knn and self.memory is not None:
-            mem, labels = self.memory
-            save_file({"embeddings": mem.detach().cpu().contiguous(), **{f"labels.{head_key(f)}": labels[f].cpu().contiguous() for f in self.vocab}},
-                      str(path / "knn.safetensors"))
-            meta["knn"] = self.knn
-        if self.calibration:
-            meta["calibration"] = self.calibration
-        # student.json last: its presence marks a complete save.
-        (path / STUDENT_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: str | Path, merge: bool = True) -> "ClassifierStudent":
-        from peft import PeftModel
-        from safetensors.torch import load_file
-        from transformers import AutoTokenizer
-
-        from student.models import resolve_base_model
-
-        path = Path(path)
-        meta = json.loads((path / STUDENT_META).read_text())
-        ref = meta["base_model"]
-        base_path = resolve_base_model(None, "classifier").name_or_path if "bundled" in ref else ref["name_or_path"]
-        encoder, _ = load_encoder(base_path)
-        encoder = PeftModel.from_pretrained(encoder, str(path / "adapter"))
-        if merge:  # inference only: fold LoRA into the weights, no per-call adapter overhead
-            encoder = encoder.merge_and_unload()
-        encoder.eval()
-        tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
-        heads = make_heads(meta["hidden_size"], meta["vocab"])
-        heads.load_state_dict(load_file(str(path / "heads.safetensors")))
-        heads.eval()
-        st = cls(encoder, tokenizer, heads, OutputFormat(**meta["format"]), meta["vocab"], pooling=meta["pooling"],
-                 max_length=meta["max_length"], base_ref=ref)
-        if meta.get("knn"):
-            mem = load_file(str(path / "knn.safetensors"))
-            st.knn, st.memory = meta["knn"], (mem["embeddings"], {f: mem[f"labels.{head_key(f)}"] for f in meta["vocab"]})
-        st.calibration = meta.get("calibration")  # absent in older saves: T = 1
-        return st

@@ -17,10 +17,14 @@ class FinalizeMixin:
         """After training: the WiSE-FT blend, then the kNN mix (student/knn.py), both chosen on
         the validation split."""
         out = self._interpolate(val)
-        if self.use_knn and train and val:
+        if self.use_knn and train and val and self.vocab:
             out["knn"] = self._fit_knn(train, val)
-        if val:
+        if val and self.vocab:
             out["calibration"] = self._fit_calibration(val, len(train) if train else 0)
+        structured = self.fit_structured(val)  # set thresholds, span biases (student/structured.py)
+        if structured:
+            out["structured"] = structured
+            out.update({k: structured[k] for k in ("val_loss", "val_accuracy")})
         return out
 
     def _fit_calibration(self, val: list[Example], n_train: int) -> dict[str, Any]:

@@ -70,6 +70,8 @@ class CausalLMOptions(StrictModel):
     bake_system_prompt: bool = Field(True, description="Leave the teacher-only system prompt out of the student's input (train and predict); figures report prompt tokens saved per request.")
     generate_batch_size: int = Field(16, ge=1, description="Conversations per generate() call in predict() (left-padded, grouped by length).")
     cache_dir: str | None = PathField(None, description="Where the bundled GGUF model is converted to safetensors once; None = $DISTILL_CACHE_DIR or ~/.cache/distill.")
+    constrained_decoding: Literal["auto", "on", "off"] = Field("auto", description="Generate under the answers' JSON schema (llguidance token masks), so answers that do not parse or break the schema (missing keys, out-of-enum values) cannot be produced; only max_new_tokens can still cut one. auto = when the run has a usable schema (json_schema below, else the one the filter inferred), on = require one, off = free decoding. Kept in student.json, so eval and serving decode the same way.")
+    json_schema: str | None = PathField(None, "JSON Schema file the answers follow, for constrained decoding (usually the file filter.json_schema names); None = the schema the filter stage inferred, if any.")
 
 
 class ClassifierStudentConfig(ClassifierOptions, SharedStudentConfig):  # field order: shared, options, kind

@@ -5,13 +5,10 @@
   template's end-of-turn token are labelled, so the student learns to stop.
 - Prompt and completion are tokenized separately and concatenated: predict() tokenizes exactly
   the same prompt string, so training and inference see identical prompt tokens.
-- Length-bucketed batches: shuffle, then sort within mega-batches by length, so each padded batch
-  holds sequences of similar length (little compute spent on padding) while batch order stays
-  random. Deterministic in (seed, epoch), which is what makes mid-epoch resume exact.
+- Batching is TRL's (student/lm_trainer.py): padding-free, so no bucketing by length is needed.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 IGNORE = -100
@@ -65,8 +62,7 @@ class ChatFormat:
 def encode_example(tok, fmt: ChatFormat, messages: list[dict], response: str, max_length: int) -> dict:
     """input_ids/labels for one example, at most `max_length` tokens. The prompt is left-truncated
     to fit (its end - the latest turns and the generation prompt - matters most). A response that
-    cannot fit on its own is cut (flagged "cut"): rare, and dropping rows would change the number
-    of batches per epoch, which the shared loop's exact-resume arithmetic relies on."""
+    cannot fit on its own is cut (flagged "cut"): rare, and a cut answer still teaches its start."""
     prompt_ids = tok(render_prompt(tok, messages), add_special_tokens=False)["input_ids"]
     comp_ids = tok(response, add_special_tokens=False)["input_ids"] + [fmt.eot_id]
     cut = len(comp_ids) > max_length - 8
@@ -103,33 +99,3 @@ def prompt_tokens_saved(tok, conversations: list[list[dict]]) -> float:
         baked = len(tok(render_prompt(tok, bake_messages(msgs, True)), add_special_tokens=False)["input_ids"])
         total += full - baked
     return total / len(conversations)
-
-
-def bucketed_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, mega: int = 64) -> list[list[int]]:
-    """Index batches for one epoch: random mega-batches of `mega*batch_size`, sorted by length inside."""
-    rng = random.Random(f"{seed}:{epoch}")
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    batches = []
-    span = batch_size * mega
-    for s in range(0, len(order), span):
-        chunk = sorted(order[s:s + span], key=lambda i: lengths[i])
-        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def collate(rows: list[dict], pad_id: int):
-    """Right-pad a batch to its own longest row (not to max_length)."""
-    import torch
-
-    n = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), n), dtype=torch.long)
-    for i, r in enumerate(rows):
-        k = len(r["input_ids"])
-        ids[i, :k] = torch.tensor(r["input_ids"])
-        labels[i, :k] = torch.tensor(r["labels"])
-        mask[i, :k] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

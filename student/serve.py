@@ -235,9 +235,11 @@ class StudentServer:
     """`with StudentServer(path) as url:` or `.start()` -> "http://127.0.0.1:PORT/v1", `.stop()`."""
 
     def __init__(self, model_path: str | Path, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
-                 model_name: str = "student", num_threads: int | None = None):
+                 model_name: str = "student", num_threads: int | None = None, fast_path: str | None = None):
         self.model_path, self.host, self.port, self.api_key, self.model_name = Path(model_path), host, port, api_key, model_name
         self.num_threads = num_threads  # torch threads; None = auto (idle cores, see student.train.auto_threads)
+        self.fast_path = fast_path  # "fp32" | "int8"; None = the choice recorded in student.json (student/fast_path.py)
+        self.served: str | None = None  # what start() loaded: "fp32" or "int8"
         self.student: Student | None = None
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -260,7 +262,10 @@ class StudentServer:
             # Process-wide, but this process serves the student: a one-query forward gains little
             # from a second thread and an oversubscribed one spins (latency spikes on a busy CPU).
             torch.set_num_threads(self.num_threads or auto_threads())
+            from student.fast_path import apply
+
             self.student = load_student(self.model_path)
+            self.served = apply(self.student, self.model_path, self.fast_path)
             self.student.predict([[{"role": "user", "content": "warm up"}]])  # first call pays lazy init, not the first request
         self._httpd = self._make_httpd()
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="student-server", daemon=True)
@@ -288,7 +293,8 @@ class StudentServer:
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          allow_unauthenticated: bool = False) -> None:
+          allow_unauthenticated: bool = False, model_name: str = "student", num_threads: int | None = None,
+          fast_path: str | None = None) -> None:
     """Blocking server for `distill serve`; Ctrl-C stops it. Without a key it binds only a loopback
     address unless `allow_unauthenticated` says so: a student on 0.0.0.0 answers anyone."""
     if not api_key and not allow_unauthenticated and not _is_loopback(host):
@@ -296,9 +302,9 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api
 
         raise DistillError(f"refusing to serve on {host} without an API key: set DISTILL_SERVE_API_KEY, "
                            "bind 127.0.0.1, or pass --allow-unauthenticated to expose it anyway")
-    srv = StudentServer(model_path, host, port, api_key)
+    srv = StudentServer(model_path, host, port, api_key, model_name=model_name, num_threads=num_threads, fast_path=fast_path)
     url = srv.start()
-    print(f"serving {model_path} ({srv.student.kind}) at {url}" + (" (bearer key required)" if api_key else ""), flush=True)
+    print(f"serving {model_path} ({srv.student.kind}, served: {srv.served}) at {url}" + (" (bearer key required)" if api_key else ""), flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from core.base import DistillError, read_jsonl, stable_hash, write_json
+from core.base import DistillError, read_jsonl, stable_hash, write_json, write_jsonl
 from core.rundir import STUDENT_META, RunDir
 from student.base import Example
 from student.classifier_format import categorical_labels
@@ -52,14 +52,53 @@ def split_validation(examples: list[Example], fraction: float) -> tuple[list[Exa
     return (train, val) if train else (examples, [])
 
 
-def choose_kind(cfg: AnyStudentConfig, examples: list[Example]) -> str:
-    """auto: a classifier when every output is categorical (JSON object of bounded-cardinality
-    fields, or a bare label with many examples per value); otherwise generate text."""
+def kind_decision(cfg: AnyStudentConfig, examples: list[Example]) -> dict:
+    """{"kind", "decided_by", "reason", "types"}. auto: the encoder (kind classifier) when every
+    output field is categorical, a label set or a span of the user's message (core/answer_shape.py);
+    else the causal LM, naming the first field the encoder cannot produce."""
     if not isinstance(cfg, AutoStudentConfig):
-        return cfg.kind
+        return {"kind": cfg.kind, "decided_by": None, "reason": f"student.kind={cfg.kind}"}
+    from core.answer_shape import answer_shape, encoder_fit, has_structure, last_user_text
+
     opts = cfg.classifier
-    found = categorical_labels([e.target for e in examples], opts.max_labels, opts.min_examples_per_label)
-    return "classifier" if found is not None else "causal_lm"
+    targets = [e.target for e in examples]
+    if not has_structure(targets) and categorical_labels(targets, opts.max_labels, opts.min_examples_per_label) is not None:
+        return {"kind": "classifier", "decided_by": None, "reason": "every field is categorical"}
+    shape = answer_shape(targets, [last_user_text(e.messages) for e in examples], opts.max_labels, opts.min_examples_per_label)
+    fit = encoder_fit(shape)
+    ok = fit["encoder"] and shape["mode"] == "json"
+    return {"kind": "classifier" if ok else "causal_lm", **fit}
+
+
+def calibrate_and_score(student, val: list[Example], n_train: int, max_examples: int = 512) -> list[dict]:
+    """{id, answer, confidence, target} per validation example (a causal LM: the first max_examples): what the
+    eval's cascade chooses its threshold on (rd.val_scores), so the holdout is never read for it.
+
+    A causal LM is first calibrated here (Platt scaling of the mean answer-token log-prob,
+    CausalLMStudent.calibrate: one generation pass over val, then a second to score; the
+    classifier fitted its temperatures in finalize()). The classifier's kNN memory holds the val
+    examples themselves after finalize (training rows first, student/classifier_finalize.py):
+    scored against it a val example would find itself and look certain, so it is scored against
+    the training rows only, as its temperatures were fitted."""
+    if not val or not hasattr(student, "predict_scored"):
+        return []
+    if hasattr(student, "calibrate"):  # generation is the cost: cap it (a classifier scores its whole val split in seconds)
+        val = val[:max_examples]
+        student.calibrate(val, max_examples=max_examples)
+    memory = getattr(student, "memory", None)
+    if memory is not None:
+        student.memory = (memory[0][:n_train], {f: y[:n_train] for f, y in memory[1].items()})
+    try:
+        scored = student.predict_scored([e.messages for e in val])
+    finally:
+        if memory is not None:
+            student.memory = memory
+    return [{"id": e.id, "answer": t, "confidence": round(float(c), 8), "target": e.target} for e, (t, c) in zip(val, scored)]
+
+
+def choose_kind(cfg: AnyStudentConfig, examples: list[Example]) -> str:
+    """The student kind for these examples (see kind_decision)."""
+    return kind_decision(cfg, examples)["kind"]
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -88,7 +127,8 @@ def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
     threads = cfg.num_threads or auto_threads()
     torch.set_num_threads(threads)
     examples = load_examples(rd)
-    kind = choose_kind(cfg, examples)
+    decision = kind_decision(cfg, examples)
+    kind = decision["kind"]
     cfg = resolve_kind(cfg, kind)
     train, val = split_validation(examples, cfg.val_fraction)
     out_dir = rd.stage_dir("train")
@@ -101,19 +141,29 @@ def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
     if hasattr(cls, "prepare_batches"):
         student = cls.create(cfg, examples)
         hist = train_loop(student, cfg, train, val, ckpt_dir, fingerprint)
-    elif hasattr(cls, "fit"):  # a kind with its own loop: fit(cfg, train, val, ckpt_dir) -> (student, history)
-        student, hist = cls.fit(cfg, train, val, ckpt_dir)
+    elif hasattr(cls, "train_stage"):  # a kind with its own trainer (causal_lm: TRL) -> (student, history)
+        student, hist = cls.train_stage(cfg, train, val, ckpt_dir)
     else:
-        raise DistillError(f"student kind {kind!r}: {cls.__name__} has neither the TrainableStudent hooks nor fit()")
+        raise DistillError(f"student kind {kind!r}: {cls.__name__} has neither the TrainableStudent hooks nor train_stage()")
     if not hist.get("is_main_process", True):
         return {}  # under `accelerate launch`, only the main process writes the model and figures
+    if hasattr(student, "set_output_schema"):  # causal LM: decode under the answers' JSON schema (student/constrained.py)
+        from student.constrained import run_output_schema
 
+        hist["constrained_decoding"] = student.set_output_schema(run_output_schema(cfg, rd), cfg.constrained_decoding,
+                                                                 [e.target for e in examples])
+
+    val_scores = calibrate_and_score(student, val, len(train))  # before save: a causal LM's calibration goes into student.json
     model_dir = rd.model_dir
     tmp_dir = model_dir.with_name("model.tmp")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     student.save(tmp_dir)
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(tmp_dir, model_dir)  # readers never see a half-written model
+    from student.fast_path import select_and_record
+
+    fast = select_and_record(model_dir, val)  # int8 only if it agrees as well as fp32 on val (student/fast_path.py)
+    write_jsonl(rd.val_scores, val_scores)
     if hasattr(student, "save_probe"):  # the no-fine-tuning comparator the eval scores beside the student
         shutil.rmtree(rd.probe_dir, ignore_errors=True)
         student.save_probe(rd.probe_dir)
@@ -135,11 +185,14 @@ def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
         "threads": threads,
         "device": hist.get("device", "cpu"),
         "processes": hist.get("processes", 1),
+        "served": fast["choice"],
     }
     metrics = {**figures, "train_examples": len(train), "val_examples": len(val), "best_step": hist.get("best_step"),
                "stopped_early": hist.get("stopped_early"), "resumed_from_step": hist.get("resumed_from_step"),
                "warm_start_train_accuracy": hist.get("warm_start"), "total_steps": hist.get("total_steps"),
                "finalize": hist.get("finalize"), "stop_reason": hist.get("stop_reason"), "wrapped_as": hist.get("wrapped_as"),
+               "constrained_decoding": hist.get("constrained_decoding"),
+               "kind_decision": decision, "calibration": getattr(student, "calibration", None) or getattr(student, "meta", {}).get("calibration"),
                "val_history": hist.get("val"), "train_losses": tl, "config": cfg.model_dump(mode="json")}
     write_json(rd.train_metrics, metrics)
     plot_loss_curve(tl, hist.get("val", []), out_dir / "loss_curve.png", title=f"{kind} student ({rd.run_id})")

@@ -35,4 +35,5 @@ class TeacherConfig(StrictModel):
     batch_discount: float = Field(0.5, gt=0, le=1, description="Batch mode: price factor when the price map has no batch price.")
     ledger_url: str | None = Field(None, description="SQLAlchemy URL of a shared ledger (e.g. postgresql+psycopg2://...); default: SQLite file under the data dir.")
     shards: int = Field(1, ge=1, description="Split the replay into this many Prefect tasks, run on the flow's task runner (orchestration.task_runner) or by several workers; rpm/tpm are split evenly and the shared ledger keeps any prompt from being paid twice.")
+    max_budget_usd: float | None = Field(None, gt=0, description="Stop sending new requests once this replay has spent this much (USD, online mode; split evenly over shards); requests in flight finish, the rest are recorded failed with reason over_budget, and a rerun with a higher budget continues (paid answers come from the ledger). None: no limit. `distill estimate` prints the expected cost first.")
     progress: bool = Field(True, description="Show a tqdm progress bar (rate, ETA, spend) on stderr.")

@@ -13,6 +13,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from core.answer_shape import answer_shape, encoder_fit, last_user_text, span_summary
 from core.base import DistillError, read_jsonl, write_json
 from core.rundir import RunDir
 from teacher.filter_config import FilterConfig
@@ -165,6 +166,19 @@ def _tags(rd: RunDir, kept: list[dict]) -> Counter:
     return c
 
 
+def _answer_shape(train: list[dict], outputs: list[str]) -> dict[str, Any]:
+    """Which student the answers' shape calls for (student kind auto decides the same way, with the
+    classifier's default label limits): per field categorical / set / span / free, and the field
+    that sends it to the causal LM, if any."""
+    shape = answer_shape(outputs, [last_user_text(r.get("messages") or []) for r in train])
+    fit = encoder_fit(shape)
+    student = "encoder" if fit["encoder"] else "causal_lm"
+    line = (f"answer shape -> {student} student: " + ", ".join(f"{k} {v}" for k, v in fit["types"].items())
+            + (f"; decided by field {fit['decided_by']!r}: {fit['reason']}" if fit["decided_by"] else ""))
+    return {"student": student, "decided_by": fit["decided_by"], "reason": fit["reason"], "types": fit["types"],
+            "spans": span_summary(shape), "line": line}
+
+
 def _sufficiency(n_train: int, cfg: FilterConfig) -> dict[str, Any]:
     lo, warn = cfg.report.min_train_examples, cfg.report.warn_train_examples
     if n_train < lo:
@@ -218,6 +232,7 @@ def build_data_report(rd: RunDir, cfg: FilterConfig, stats: list[dict] | None = 
         "self_agreement": _self_agreement(answered, cfg.consistency.fields),
         "sufficiency": _sufficiency(len(train), cfg),
         "retrieval_hint": _retrieval_hint(train, fmt, label_field),
+        "answer_shape": _answer_shape(train, outputs),
     }
     warnings = []
     if report["sufficiency"]["status"] != "ok":
@@ -233,6 +248,10 @@ def build_data_report(rd: RunDir, cfg: FilterConfig, stats: list[dict] | None = 
         warnings.append(f"{len(dropped)} of {report['counts']['replayed']} replayed records were dropped; see dropped_by_reason")
     if report["retrieval_hint"]["hint"]:
         warnings.append(report["retrieval_hint"]["message"])
+    sp = report["answer_shape"]["spans"]
+    if sp["fuzzy_matches"] or sp["not_in_input"]:
+        warnings.append(f"span fields: {sp['fuzzy_matches']} value(s) match the user's message only up to case/spacing (the student "
+                        f"copies the message's own text), {sp['not_in_input']} are not in the message at all (not learned as spans)")
     report["warnings"] = warnings
     if write:
         write_json(rd.data_report, report)
@@ -282,6 +301,8 @@ def data_report_markdown(report: dict) -> str:
     f = report["format"]
     md += ["## Output format", "", f"Kind: {f['kind']}; JSON: {f['json_share']:.0%}; distinct key sets: {f['distinct_key_sets']}"
            + (f"; dominant keys {f['dominant_keys']} in {f['dominant_keys_share']:.0%}" if f["dominant_keys"] else ""), ""]
+    if report.get("answer_shape"):
+        md += [report["answer_shape"]["line"], ""]
     lab = report["labels"]
     if lab["field"]:
         md += [f"## Labels (`{lab['field']}`, {lab['distinct']} distinct)", ""]

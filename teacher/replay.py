@@ -29,7 +29,7 @@ ProgressHook = Callable[[int, int, float], None]  # on_progress(done, total, spe
 
 def load_prompts(rd: RunDir) -> list[dict]:
     rows: list[dict] = []
-    train = rd.ingest_train
+    train = rd.select_train if rd.select_train.is_file() else rd.ingest_train  # the select stage's choice, if it ran
     if not train.is_file():
         raise DistillError(f"replay needs {train} (run the ingest stage first)")
     for path in (train, rd.ingest_holdout):
@@ -97,9 +97,21 @@ async def replay_online(cfg: TeacherConfig, rows: list[dict], client: TeacherCli
         await preflight(cfg.api_base, cfg.timeout_s)
     it = iter(todo)
     deferred: list[int] = []  # held by another live worker: do everything else first, then wait for them
+    budget = cfg.max_budget_usd
+
+    def over_budget(i: int) -> bool:
+        """Spend reached teacher.max_budget_usd: no new request (those in flight finish)."""
+        if budget is None or progress.spend < budget:
+            return False
+        results[i] = {"status": "failed", "key": keys[i], "cost_usd": 0.0,
+                      "error": f"over_budget: teacher.max_budget_usd ${budget:g} reached; rerun with a higher budget to continue"}
+        progress.update(results[i])
+        return True
 
     async def worker() -> None:
         for i in it:  # one shared iterator: each prompt is taken by exactly one worker
+            if over_budget(i):
+                continue
             rec = await client.complete(msgs[i], temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n, wait_if_busy=False)
             if rec is None:
                 deferred.append(i)
@@ -108,6 +120,8 @@ async def replay_online(cfg: TeacherConfig, rows: list[dict], client: TeacherCli
             progress.update(rec)
         while deferred:
             i = deferred.pop()
+            if over_budget(i):
+                continue
             results[i] = await client.complete(msgs[i], temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n)
             progress.update(results[i])
 
@@ -190,6 +204,10 @@ def run_replay(cfg: TeacherConfig, rd: RunDir, ledger_path: Path, on_progress: P
         warnings.append(f"teacher model {cfg.model!r} has no price in litellm's map and no teacher.input/output_cost_per_token: "
                         "cost_usd is reported as 0 (figures.priced = false)")
         print(f"warning: {warnings[-1]}", file=sys.stderr)
+    if stopped := counts["failed_by_reason"].get("over_budget"):
+        warnings.append(f"teacher.max_budget_usd ${cfg.max_budget_usd:g} reached after ${figures['cost_usd_total']:.4f}: "
+                        f"{stopped} of {len(records)} prompts not sent (status failed, error over_budget); raise it and rerun to continue")
+        print(f"warning: {warnings[-1]}", file=sys.stderr)
     rd.record_stage("replay", counts=counts, figures=figures, inputs=inputs, outputs=[out], config=cfg, started=started,
                     teacher={"model": cfg.model, "api_base": cfg.api_base, "mode": cfg.mode}, warnings=warnings)
     return {"counts": counts, "figures": figures}
@@ -207,7 +225,7 @@ def replay_shard(cfg: TeacherConfig, rd: RunDir, ledger_path: Path, shard: int, 
     workers). The rate limits are split evenly, and the shared ledger (PostgreSQL via
     teacher.ledger_url across machines) makes sure no two shards or workers pay for one prompt."""
     rows = shard_rows(load_prompts(rd), shard, n_shards)
-    share = {k: getattr(cfg, k) / n_shards for k in ("rpm", "tpm") if getattr(cfg, k)}
+    share = {k: getattr(cfg, k) / n_shards for k in ("rpm", "tpm", "max_budget_usd") if getattr(cfg, k)}
     scfg = cfg.model_copy(update={**share, "progress": False})
     ledger = open_ledger(cfg, ledger_path)
     try:

@@ -109,6 +109,7 @@ def tiny_config(tmp_path, train_deployment: bool = True) -> Path:
     cfg["student"] = {"epochs": 1}
     cfg["eval"] = {"latency_requests": 10, "warmup_requests": 1}
     cfg["gate"] = {"min_agreement": 0.0}
+    cfg["cascade"] = {"enabled": True, "target_agreement": 0.5}  # reachable on a 250-record slice: the plumbing is what is tested
     cfg["approval"] = {"timeout_s": 600}  # no auto-approver: a person must answer
     if train_deployment:
         cfg["orchestration"] = {"train_deployment": "distill-train/gpu"}  # training on its own (GPU) pool

@@ -60,7 +60,7 @@ def test_predict_writes_one_line_per_input_in_order(data_dir, tmp_path, spec):
                  "--data-dir", str(data_dir)]) == 0
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["response"] for r in rows] == want
-    assert all(set(r) == {"response", "latency_ms"} and r["latency_ms"] > 0 for r in rows)
+    assert all(set(r) == {"response", "latency_ms", "confidence"} and r["latency_ms"] > 0 and 0 < r["confidence"] <= 1 for r in rows)
 
 
 def _serve(data_dir: Path, *args: str, key: str | None) -> tuple[subprocess.Popen, str]:

@@ -22,6 +22,7 @@ def _overrides(tmp_path, *extra):
         "student.epochs=1",
         "eval.latency_requests=20",
         "eval.warmup_requests=2",
+        "cascade.target_agreement=0.5",  # a 300-prompt slice cannot reach the example's 0.99: the plumbing is tested
         *extra,
     ]
 

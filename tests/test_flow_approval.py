@@ -25,6 +25,7 @@ def _overrides(tmp_path, timeout_s: float) -> list[str]:
         "teacher.progress=false", "filter.report.min_train_examples=50", "student.epochs=1",
         "eval.latency_requests=10", "eval.warmup_requests=1",
         "gate.min_agreement=0.0", "gate.max_p95_latency_ms=null", "gate.max_cost_ratio=null",  # the gate passes
+        "cascade.target_agreement=0.5",
         "approval.approver=null", f"approval.timeout_s={timeout_s}", "approval.mode=pause",    # a person must answer
     ]
 

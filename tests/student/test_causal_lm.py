@@ -89,17 +89,6 @@ def test_encoding_masks_prompt_and_learns_end_of_turn(tiny_model_dir):
     assert len(short["input_ids"]) == 24 and short["truncated"] and short["labels"][-1] == fmt.eot_id
 
 
-def test_bucketed_batches_cover_everything_deterministically():
-    from student.lm_data import bucketed_batches
-
-    lengths = [(i * 37) % 50 + 1 for i in range(103)]
-    a = bucketed_batches(lengths, 8, seed=1, epoch=0, mega=4)
-    assert a == bucketed_batches(lengths, 8, seed=1, epoch=0, mega=4) != bucketed_batches(lengths, 8, seed=1, epoch=1, mega=4)
-    assert sorted(i for b in a for i in b) == list(range(103)) and len(a) == 13
-    pad_waste = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in a)
-    assert pad_waste < 0.25 * sum(lengths)  # vs ~50 % when batches are random
-
-
 def test_fit_save_load_predict(tiny_model_dir, tmp_path):
     from student import load_student
     from student.causal_lm import CausalLMStudent
@@ -107,11 +96,16 @@ def test_fit_save_load_predict(tiny_model_dir, tmp_path):
     data = make_examples(24)
     s = CausalLMStudent()
     figs = s.fit(data[:20], data[20:], lm_cfg(tiny_model_dir, epochs=12), tmp_path / "work", progress=False)
+    assert figs["trainer"] == "trl.SFTTrainer"
     assert figs["steps"] == 60 and figs["tokens_per_s"] > 0 and figs["val_loss"] is not None
     assert figs["train_loss"] < figs["first_train_loss"] * 0.5  # loss drops
     assert figs["prompt_tokens_saved_per_request"] > 10
-    lora_b = {k: v for k, v in s.trainable_state().items() if "lora_B" in k}
-    assert lora_b and all(float(v.abs().sum()) > 0 for v in lora_b.values())  # lora_B starts at zero
+    assert [v["step"] for v in figs["val_history"]] == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60]  # step 0 + each epoch
+    # padding-free batches keep rows apart, and the best weights are the ones kept: the val loss of
+    # the fitted model, one row at a time (no packing), is the best validation's figure
+    assert _loss_row_by_row(s, data[20:]) == pytest.approx(figs["val_loss"], abs=2e-4)
+    lora_b = {k: v for k, v in s.model.named_parameters() if "lora_B" in k}
+    assert lora_b and all(float(v.detach().abs().sum()) > 0 for v in lora_b.values())  # lora_B starts at zero
 
     out = tmp_path / "model"
     s.save(out)
@@ -136,6 +130,39 @@ def test_fit_save_load_predict(tiny_model_dir, tmp_path):
     assert all(len(loaded.tok(p, add_special_tokens=False)["input_ids"]) <= 6 for p in preds)
 
 
+def _loss_row_by_row(s, rows: list[dict]) -> float:
+    """Token-weighted mean answer-token loss, each row alone in its own forward (no packing)."""
+    from student.lm_data import bake_messages, encode_example
+
+    total, n = 0.0, 0
+    s.model.eval()
+    with torch.no_grad():
+        for r in rows:
+            enc = encode_example(s.tok, s.fmt, bake_messages(r["messages"], True), r["response"], 96)
+            ids, labels = torch.tensor([enc["input_ids"]]), torch.tensor([enc["labels"]])
+            logits = s.model(input_ids=ids.to(s.model.device)).logits[0, :-1].float().cpu()
+            lab = labels[0, 1:]
+            total += float(torch.nn.functional.cross_entropy(logits[lab != -100], lab[lab != -100], reduction="sum"))
+            n += int((lab != -100).sum())
+    return total / n
+
+
+def test_early_stopping_keeps_best_and_max_train_s(tiny_model_dir, tmp_path):
+    from student.causal_lm import CausalLMStudent
+
+    data = make_examples(24)
+    # lr 0.3 diverges after the first steps: validation worsens, patience 1 stops, the best is kept
+    figs = CausalLMStudent().fit(data[:20], data[20:], lm_cfg(tiny_model_dir, epochs=20, learning_rate=0.3, eval_every_steps=2,
+                                 early_stopping_patience=1, checkpoint_every_steps=3), tmp_path / "a", progress=False)
+    vals = [v["val_loss"] for v in figs["val_history"]]
+    assert figs["stopped_early"] and figs["stop_reason"] == "early_stopping" and figs["steps"] < 100
+    assert figs["val_loss"] == pytest.approx(min(vals[1:]), abs=1e-5) and vals[-1] > figs["val_loss"]
+    figs = CausalLMStudent().fit(data[:20], data[20:], lm_cfg(tiny_model_dir, epochs=200, max_train_s=1.0),
+                                 tmp_path / "b", progress=False)
+    assert figs["stopped_early"] and figs["stop_reason"] == "max_train_s=1.0" and figs["steps"] < 1000
+    assert figs["val_history"][-1]["step"] == figs["steps"]  # the last step was validated too
+
+
 def test_prompted_baseline(tiny_model_dir):
     from student.causal_lm import prompted_baseline_predictor
 
@@ -148,24 +175,26 @@ def test_prompted_baseline(tiny_model_dir):
 RESUME_SCRIPT = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
+import trl
 from student.config import CausalLMStudentConfig
 from student.causal_lm import CausalLMStudent
-orig = CausalLMStudent.loss
-def slow_loss(self, batch):  # slow enough that the parent can kill it mid-training
+orig = trl.SFTTrainer.training_step
+def slow_step(self, *a, **kw):  # slow enough that the parent can kill it mid-training
     time.sleep(0.1)
     print("step", flush=True)  # the parent counts these: it kills on an event, not after a sleep
-    return orig(self, batch)
-CausalLMStudent.loss = slow_loss
+    return orig(self, *a, **kw)
+trl.SFTTrainer.training_step = slow_step
 cfg = CausalLMStudentConfig(**json.loads(sys.argv[1]))
 data = json.loads(open(sys.argv[2]).read())
 CausalLMStudent().fit(data[:20], data[20:], cfg, sys.argv[3], progress=False)
 """
 
 
-def test_resume_after_sigkill(tiny_model_dir, tmp_path):
+def test_resume_after_sigkill_is_exact(tiny_model_dir, tmp_path):
     from student.causal_lm import CausalLMStudent
+    from student.lm_trainer import last_checkpoint
 
-    cfg = lm_cfg(tiny_model_dir, epochs=10, checkpoint_every_steps=5, batch_size=4)  # 50 steps
+    cfg = lm_cfg(tiny_model_dir, epochs=10, checkpoint_every_steps=5, batch_size=4, early_stopping_patience=3)  # 50 steps
     data = make_examples(24)
     (tmp_path / "data.json").write_text(json.dumps(data))
     (tmp_path / "run.py").write_text(RESUME_SCRIPT.format(repo=str(REPO)))
@@ -173,18 +202,43 @@ def test_resume_after_sigkill(tiny_model_dir, tmp_path):
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), cfg.model_dump_json(), str(tmp_path / "data.json"), str(work)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ckpt = work / "checkpoints" / "last.pt"
-    deadline = time.time() + 40
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+    ckpts = work / "checkpoints"
+    deadline = time.time() + 120
+    while last_checkpoint(ckpts) is None and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     for _ in range(2):  # two more training steps past the checkpoint, so resuming is not the same as finishing
         proc.stdout.readline()
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert ckpt.exists()
-    saved_step = torch.load(ckpt, weights_only=False)["state"]["step"]
+    saved_step = json.loads((last_checkpoint(ckpts) / "trainer_state.json").read_text())["global_step"]
     assert 5 <= saved_step < 50
 
-    figs = CausalLMStudent().fit(data[:20], data[20:], cfg, work, progress=False)
+    resumed = CausalLMStudent()
+    figs = resumed.fit(data[:20], data[20:], cfg, work, progress=False)
     assert figs["resumed_from_step"] == saved_step and figs["steps"] == 50
+    straight = CausalLMStudent()
+    ref = straight.fit(data[:20], data[20:], cfg, tmp_path / "straight", progress=False)
+    assert ref["resumed_from_step"] is None and figs["val_history"] == ref["val_history"]  # same curve
+    a, b = dict(resumed.model.named_parameters()), dict(straight.model.named_parameters())
+    assert all(torch.equal(a[k], b[k]) for k in a if "lora_" in k)  # bit-identical weights: resume is exact
+    # another config does not resume from these checkpoints
+    other = CausalLMStudent().fit(data[:20], data[20:], lm_cfg(tiny_model_dir, epochs=1, batch_size=4, checkpoint_every_steps=5),
+                                  work, progress=False)
+    assert other["resumed_from_step"] is None and other["steps"] == 5
+
+
+def test_train_stage_with_trl(tiny_model_dir, tmp_path):
+    """The train stage drives the causal LM through TRL: model saved, figures written, checkpoints gone."""
+    from core.base import write_jsonl
+    from core.rundir import RunDir
+    from student.kinds import load_student
+    from student.train import run_train
+
+    rd = RunDir.create(tmp_path / "runs", "t")
+    rd.filter_kept.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(rd.filter_kept, [{**e, "split": "train"} for e in make_examples(30)])
+    out = run_train(lm_cfg(tiny_model_dir, epochs=2, val_fraction=0.2, checkpoint_every_steps=3), rd)
+    assert out["kind"] == "causal_lm" and out["wrapped_as"] == "trl.SFTTrainer" and out["steps"] > 0
+    assert out["val_loss"] is not None and len(out["train_losses"]) == out["steps"]
+    assert not rd.checkpoints_dir.exists() and load_student(rd.model_dir).kind == "causal_lm"

@@ -107,3 +107,29 @@ def test_open_server_without_key(model_dir):
         assert client.chat.completions.create(model="x", messages=msgs("i want my money back")).choices[0].message.content == '{"intent": "refund"}'
     finally:
         srv.stop()
+
+
+def test_child_process_server_answers_and_stops(model_dir):
+    """The eval's student server: its own process (no shared interpreter lock with the client)."""
+    from student.serve_process import ChildStudentServer
+
+    srv = ChildStudentServer(model_dir, api_key=KEY, num_threads=1)
+    url = srv.start()
+    try:
+        assert srv.served == "fp32"  # no fast-path choice recorded in this save
+        client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
+        assert client.chat.completions.create(model="student", messages=msgs("my pin is blocked")).choices[0].message.content == '{"intent": "pin"}'
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).chat.completions.create(model="s", messages=msgs("x"))
+        proc = srv.proc
+    finally:
+        srv.stop()
+    assert proc.poll() is not None
+
+
+def test_child_process_server_reports_a_bad_model(tmp_path):
+    from core.base import DistillError
+    from student.serve_process import ChildStudentServer
+
+    with pytest.raises(DistillError, match="did not start"):
+        ChildStudentServer(tmp_path, startup_timeout_s=120).start()

@@ -91,3 +91,38 @@ def test_run_sync_inside_a_running_loop():
         return llm.run_sync(inner())  # e.g. an async Prefect task calling a sync stage function
 
     assert llm.run_sync(inner()) == 7 and asyncio.run(outer()) == 7
+
+
+def test_fast_path_is_automatic_for_openai_compatible_endpoints(monkeypatch):
+    assert llm.uses_fast(llm.Endpoint("openai/reference-teacher", "http://127.0.0.1:1/v1"))
+    assert not llm.uses_fast(llm.Endpoint("openai/gpt-4o-mini"))  # the provider itself: litellm
+    assert not llm.uses_fast(llm.Endpoint("anthropic/claude", "http://127.0.0.1:1"))
+    assert not llm.uses_fast(llm.Endpoint("openai/x", "http://127.0.0.1:1/v1", fast=False))
+    monkeypatch.setenv("DISTILL_OPENAI_FAST", "0")
+    assert not llm.uses_fast(llm.Endpoint("openai/x", "http://127.0.0.1:1/v1"))
+
+
+@pytest.mark.parametrize("faults,reason", [
+    ({"rate_429": 1.0, "retry_after_s": 0.25}, "rate_limited"),
+    ({"rate_500": 1.0}, "server_error"),
+    ({"rate_malformed": 1.0}, "malformed_response"),
+])
+def test_litellm_and_fast_path_classify_alike(dataset, serve, faults, reason):
+    _, answers = dataset(2)
+    url = serve(answers, faults=faults).base_url
+    for fast in (True, False):
+        async def go():
+            await llm.acompletion(llm.Endpoint("openai/reference-teacher", url, timeout_s=5.0, fast=fast), MSG)
+
+        with pytest.raises(Exception) as e:
+            asyncio.run(go())
+        assert llm.classify(e.value).reason == reason, fast
+
+
+def test_litellm_and_fast_path_answer_alike(dataset, serve):
+    _, answers = dataset(2)
+    url = serve(answers).base_url
+    replies = [asyncio.run(llm.complete(llm.Endpoint("openai/reference-teacher", url, max_tokens=32, fast=f), MSG, stream=s))
+               for f in (True, False) for s in (False, True)]
+    assert all(r.ok and r.text == "1 plus 1 is 2." for r in replies)
+    assert len({(r.prompt_tokens, r.completion_tokens) for r in replies}) == 1

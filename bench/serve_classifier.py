@@ -1,0 +1,111 @@
+"""Serving speed of a classifier student: fp32 vs the int8 fast path (student/fast_path.py).
+
+The server runs in its own process (student.serve_process, as `distill serve` does); this process
+is only the load generator (aiohttp, one event loop), so the two never share an interpreter lock.
+For each path, interleaved over --rounds so machine load hits both alike: req/s and p50/p95 at
+concurrency 1 and 32. The fast-path choice (agreement on the run's validation split) is made
+first on a copy of the model; the model given is never modified.
+
+    .venv/bin/python bench/serve_classifier.py --run /tmp/demo/data/runs/banking77-... [--threads 1]
+
+Prints a table and ends with one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+async def _load(url: str, prompts: list[list[dict]], n: int, concurrency: int) -> dict:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+    sem = asyncio.Semaphore(concurrency)
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        async def one(i: int) -> None:
+            nonlocal errors
+            async with sem:
+                t0 = time.perf_counter()
+                async with s.post(f"{url}/chat/completions", json={"model": "student", "messages": prompts[i % len(prompts)]}) as r:
+                    body = await r.json()
+                    if r.status != 200 or not body.get("choices"):
+                        errors += 1
+                lat.append((time.perf_counter() - t0) * 1000)
+
+        await asyncio.gather(*(one(i) for i in range(min(n, 2 * concurrency + 10))))  # warm-up: connections, first batches
+        lat.clear()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - t0
+    p50, p95 = np.percentile(lat, [50, 95])
+    return {"rps": round(n / wall, 1), "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2), "errors": errors}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True, help="a run directory with a trained classifier (train/model) and filter/kept.jsonl")
+    ap.add_argument("--threads", type=int, default=None, help="server torch threads (default: idle cores)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--n1", type=int, default=200, help="requests at concurrency 1")
+    ap.add_argument("--n32", type=int, default=1000, help="requests at concurrency 32")
+    ap.add_argument("--val-fraction", type=float, default=0.1)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from core.base import read_jsonl
+    from core.rundir import RunDir
+    from student import fast_path
+    from student.serve_process import ChildStudentServer
+    from student.train import load_examples, split_validation
+
+    rd = RunDir(args.run)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    model = tmp / "model"
+    shutil.copytree(rd.model_dir, model)
+    _, val = split_validation(load_examples(rd), args.val_fraction)
+    t0 = time.perf_counter()
+    choice = fast_path.choose(model, [e.messages for e in val], [e.target for e in val])
+    fast_path.record(model, choice)
+    print(f"fast-path choice on {len(val)} validation examples ({time.perf_counter() - t0:.0f} s): {choice['choice']} - {choice['reason']}")
+    prompts = [r["messages"] for r in read_jsonl(rd.filter_kept) if r.get("split") == "holdout"][:500]
+
+    rows: dict[str, list[dict]] = {"fp32": [], "int8": []}
+    for rnd in range(args.rounds):
+        for path in ("fp32", "int8"):
+            with ChildStudentServer(model, fast_path=path, num_threads=args.threads) as url:
+                c1 = asyncio.run(_load(url, prompts, args.n1, 1))
+                c32 = asyncio.run(_load(url, prompts, args.n32, 32))
+            load = os.getloadavg()[0]
+            rows[path].append({"c1": c1, "c32": c32, "load1": round(load, 2)})
+            print(f"round {rnd} {path:5s} c1 {c1['rps']:7.1f} req/s p50 {c1['p50_ms']:6.1f} p95 {c1['p95_ms']:6.1f} | "
+                  f"c32 {c32['rps']:7.1f} req/s p50 {c32['p50_ms']:6.1f} p95 {c32['p95_ms']:6.1f} | load {load:.2f}", flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def best(path: str, level: str, key: str, fn=max):
+        return fn(r[level][key] for r in rows[path])
+
+    summary = {
+        "bench": "serve_classifier", "model": str(rd.model_dir), "threads": args.threads, "choice": choice,
+        "rounds": rows,
+        "c32_rps": {p: best(p, "c32", "rps") for p in rows}, "c32_p95_ms": {p: best(p, "c32", "p95_ms", min) for p in rows},
+        "c1_p95_ms": {p: best(p, "c1", "p95_ms", min) for p in rows},
+    }
+    summary["c32_speedup"] = round(summary["c32_rps"]["int8"] / summary["c32_rps"]["fp32"], 2)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

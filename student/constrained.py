@@ -1,0 +1,123 @@
+"""Constrained decoding: the causal LM generates under the answers' JSON schema, so an answer that
+does not parse, lacks a required key or has an out-of-enum value cannot be produced (issue #16).
+
+Library: llguidance (guidance-ai's Rust engine, also behind vLLM's and llama.cpp's structured
+output): a token mask per step from the schema's grammar, no compile step, one small abi3 wheel
+with no Python dependencies. xgrammar (needs triton + apache-tvm-ffi) and lm-format-enforcer
+(pure Python, per-token prefix walks) were the other candidates; see bench/constrained_lm.py.
+
+- The schema: causal_lm.json_schema (a file, e.g. the one filter.json_schema names), else the one
+  the filter stage inferred from the teacher's outputs (filter/inferred_schema.json), else none.
+- Separators follow the teacher's own style (json.dumps' ", "/": " or compact), read off the
+  training answers: the mask then leaves the fine-tuned model the exact text it learned.
+- Not enforced: keywords llguidance lacks (uniqueItems, for one), named in the student's note; and
+  max_new_tokens can still end an answer before its JSON closes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from core.base import DistillError
+
+INFERRED = "inferred_schema.json"  # written by teacher/filters/pipeline.py into the filter stage dir
+
+
+def run_output_schema(cfg: Any, rd: Any) -> dict | None:
+    """The schema the run's answers follow: causal_lm.json_schema, else the filter's inferred one."""
+    if getattr(cfg, "json_schema", None):
+        p = Path(cfg.json_schema)
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DistillError(f"student.causal_lm.json_schema: cannot read {p}: {e}") from None
+    p = rd.stage_dir("filter") / INFERRED
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+
+def json_separators(texts: list[str]) -> tuple[str, str]:
+    """(item, key) separators most JSON answers use: json.dumps' default (", ", ": ") or compact."""
+    votes = {(", ", ": "): 0, (",", ":"): 0}
+    for t in texts[:500]:
+        try:
+            obj = json.loads(t)
+        except (ValueError, TypeError):
+            continue
+        for sep in votes:
+            if json.dumps(obj, separators=sep, ensure_ascii=False) == t or json.dumps(obj, separators=sep) == t:
+                votes[sep] += 1
+    return max(votes, key=votes.get)
+
+
+def grammar(schema: dict, separators: tuple[str, str]) -> tuple[str, list[str]]:
+    """(the llguidance grammar for `schema`, warnings); DistillError naming the reason when it cannot
+    be built. Lenient: keywords llguidance does not implement (uniqueItems, say) are left to the
+    filter's validation and named in the warnings; everything else is enforced."""
+    try:
+        from llguidance import LLMatcher
+    except ImportError as e:
+        raise DistillError(f"constrained decoding needs llguidance (pip install llguidance; it is in requirements.lock): {e}") from None
+    try:
+        g = LLMatcher.grammar_from_json_schema(schema, overrides={"item_separator": separators[0], "key_separator": separators[1],
+                                                                  "whitespace_flexible": False, "lenient": True})
+    except ValueError as e:
+        raise DistillError(f"output schema: {e}") from None
+    is_error, msgs = LLMatcher.validate_grammar_with_warnings(g)
+    if is_error:
+        raise DistillError(f"output schema is not usable for constrained decoding: {msgs[0]}")
+    return g, msgs
+
+
+class SchemaConstraint:
+    """Builds, per generate() call, a transformers LogitsProcessor holding one matcher per row."""
+
+    def __init__(self, tok, schema: dict, separators: tuple[str, str], eot_id: int, n_vocab: int) -> None:
+        import llguidance.hf
+
+        self.grammar, self.warnings = grammar(schema, separators)
+        # ~1 s (the vocabulary is scanned once): built once per loaded student
+        self.lltok = llguidance.hf.from_tokenizer(tok, n_vocab=n_vocab, eos_token=eot_id)
+        self.n_vocab, self.eot_id = n_vocab, eot_id
+        self.errors = 0  # rows whose matcher failed (should stay 0: the mask only allows what it accepts)
+
+    def processor(self, rows: int):
+        import torch
+        from llguidance import LLMatcher
+        from transformers import LogitsProcessor
+
+        outer = self
+        matchers = [LLMatcher(self.lltok, self.grammar, log_level=0) for _ in range(rows)]
+        failed: set[int] = set()
+        shifts = torch.arange(32, dtype=torch.int64)
+
+        class Mask(LogitsProcessor):
+            started = False
+
+            def __call__(self, input_ids, scores):
+                import numpy as np
+
+                for i, m in enumerate(matchers):
+                    last = int(input_ids[i, -1])
+                    if self.started and last == outer.eot_id:
+                        continue  # this row has ended: generate pads it from here on
+                    if self.started and not m.is_stopped() and not m.is_error():
+                        m.consume_token(last)
+                    if m.is_error():  # cannot happen when every token went through the mask; decode freely then
+                        outer.errors += i not in failed
+                        failed.add(i)
+                        continue
+                    if m.is_stopped():  # the JSON is complete: only the end-of-turn token may follow
+                        eot = scores[i, outer.eot_id].clone()
+                        scores[i] = float("-inf")
+                        scores[i, outer.eot_id] = eot
+                        continue
+                    words = torch.from_numpy(np.frombuffer(m.compute_bitmask(), dtype=np.uint32).astype(np.int64))
+                    allowed = ((words[:, None] >> shifts) & 1).flatten()[: outer.n_vocab].bool().to(scores.device)
+                    row = scores[i]
+                    row[: outer.n_vocab].masked_fill_(~allowed, float("-inf"))
+                    row[outer.n_vocab:] = float("-inf")
+                self.started = True
+                return scores
+
+        return Mask()

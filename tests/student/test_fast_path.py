@@ -1,0 +1,84 @@
+"""student/fast_path.py: int8 chosen only when it agrees as well as fp32 on validation, recorded in
+student.json and loaded by the server."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("torch")
+
+from student import fast_path  # noqa: E402
+from student.base import Example  # noqa: E402
+from student.classifier import ClassifierStudent  # noqa: E402
+from student.config import ClassifierStudentConfig  # noqa: E402
+from student.models import make_tiny_encoder  # noqa: E402
+from student.serve import StudentServer  # noqa: E402
+
+LABELS = {"refund": "i want my money back", "card": "where is my new card", "pin": "my pin is blocked"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fast")
+    enc = make_tiny_encoder(tmp / "enc", list(LABELS.values()))
+    ex = [Example(f"{k}{i}", [{"role": "user", "content": t}], json.dumps({"intent": k})) for i in range(4) for k, t in LABELS.items()]
+    cfg = ClassifierStudentConfig(base_model=str(enc), train_layers=1, lora={"r": 2, "alpha": 4, "dropout": 0.0})
+    st = ClassifierStudent.create(cfg, ex)
+    st.warm_start(ex)
+    st.save(tmp / "model")
+    return tmp / "model", ex
+
+
+def test_int8_replaces_linear_layers_and_keeps_answers(saved):
+    import torch
+
+    model_dir, ex = saved
+    st = fast_path.quantize_int8(ClassifierStudent.load(model_dir))
+    kinds = {type(m).__module__ for m in st.encoder.modules() if "Linear" in type(m).__name__}
+    assert any("quantized" in k for k in kinds) and not any(isinstance(m, torch.nn.Linear) and type(m) is torch.nn.Linear
+                                                         for m in st.encoder.modules())
+    assert st.predict([e.messages for e in ex]) == [e.target for e in ex]
+
+
+def test_choice_is_recorded_and_served(saved, tmp_path):
+    model_dir, ex = saved
+    d = tmp_path / "m"
+    shutil.copytree(model_dir, d)
+    assert fast_path.served_path(d) == "fp32"  # nothing recorded yet
+    choice = fast_path.select_and_record(d, ex)
+    assert choice["choice"] == "int8" and choice["agreement"] == {"fp32": 1.0, "int8": 1.0}
+    assert json.loads((d / "student.json").read_text())["fast_path"]["choice"] == "int8"
+    with StudentServer(d, num_threads=1) as _:
+        pass
+    srv = StudentServer(d, num_threads=1)
+    srv.start()
+    try:
+        assert srv.served == "int8"
+    finally:
+        srv.stop()
+
+
+def test_int8_refused_when_it_agrees_worse(saved, tmp_path):
+    """Targets the fp32 model gets right but int8 cannot beat: flip a label so only an exact
+    score tie matters - here we force the comparison with a threshold fp32 alone meets."""
+    model_dir, ex = saved
+    d = tmp_path / "m"
+    shutil.copytree(model_dir, d)
+    old = fast_path.MAX_DROP
+    fast_path.MAX_DROP = -0.5  # int8 would need 50 points more than fp32: impossible
+    try:
+        choice = fast_path.choose(d, [e.messages for e in ex], [e.target for e in ex], time_it=False)
+    finally:
+        fast_path.MAX_DROP = old
+    assert choice["choice"] == "fp32" and "below" in choice["reason"]
+
+
+def test_causal_lm_and_empty_val_stay_fp32(saved, tmp_path):
+    model_dir, _ = saved
+    assert fast_path.choose(model_dir, [], [], time_it=False)["choice"] == "fp32"
+    d = tmp_path / "lm"
+    d.mkdir()
+    (d / "student.json").write_text(json.dumps({"kind": "causal_lm"}))
+    assert "no fast path" in fast_path.choose(d, [[{"role": "user", "content": "x"}]], ["y"])["reason"]
