@@ -69,6 +69,16 @@ def generate(path: Path, n: int, seed: int = 0) -> None:
             f.write(json.dumps(rec) + "\n")
 
 
+def peak_rss_kb() -> int:
+    """This process's own peak RSS. Not ru_maxrss: Linux carries it over fork+exec, so a child
+    would report the parent's peak (the generator's) when that is larger."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def child(args) -> None:
     """One ingest run in this process (its peak RSS is this process's)."""
     if args.impl == "head":  # today's code path, from git, ahead of the working tree
@@ -87,8 +97,13 @@ def child(args) -> None:
     keys = ("read", "kept", "train", "holdout", "duplicates", "near_duplicates", "decontaminated", "quarantined", "redactions")
     print(json.dumps({"impl": args.impl, "records": args.n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
                       "records_per_s_end_to_end": round(args.n / wall, 1), "records_per_cpu_s": round(args.n / cpu, 1),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      "peak_rss_mb": round(peak_rss_kb() / 1024, 1),
                       "load_avg_1m": round(os.getloadavg()[0], 2), "counts": {k: counts[k] for k in keys}}))
+
+
+def _lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
 
 
 def run_child(impl: str, log: Path, n: int, parquet: bool, head_dir: str) -> dict:
@@ -109,6 +124,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000,3000000", help="record counts to ingest (prefixes of one log)")
     ap.add_argument("--baseline", default="100000", help="sizes also run through today's code (git HEAD's ingest/)")
     ap.add_argument("--parquet", action="store_true", help="also write Parquet (off: the JSONL contract only)")
+    ap.add_argument("--log-file", help="keep the generated log here and reuse it when it holds enough records")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", default="new", help=argparse.SUPPRESS)
     ap.add_argument("--log", help=argparse.SUPPRESS)
@@ -120,11 +136,15 @@ def main() -> None:
     sizes = sorted(int(x) for x in args.sizes.split(","))
     base = sorted(int(x) for x in args.baseline.split(",") if x)
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
-        log = Path(tmp) / "log.jsonl"
-        t = time.time()
-        generate(log, max(sizes + base))
-        print(f"generated {max(sizes + base):,} records ({log.stat().st_size / 1e6:.0f} MB) in {time.time() - t:.0f}s "
-              f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)", flush=True)
+        log = Path(args.log_file) if args.log_file else Path(tmp) / "log.jsonl"
+        n_max = max(sizes + base)
+        if log.is_file() and _lines(log) >= n_max:
+            print(f"reusing {log} ({log.stat().st_size / 1e6:.0f} MB)", flush=True)
+        else:
+            t = time.time()
+            generate(log, n_max)
+            print(f"generated {n_max:,} records ({log.stat().st_size / 1e6:.0f} MB) in {time.time() - t:.0f}s", flush=True)
+        print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
         head = Path(tmp) / "head"
         head.mkdir()
         root = Path(__file__).resolve().parents[1]

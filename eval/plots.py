@@ -45,7 +45,9 @@ def _plt():
 
 def _short(s: Any, n: int = 32) -> str:
     s = str(s)
-    return s if len(s) <= n else s[: n - 1] + "…"
+    s = s if len(s) <= n else s[: n - 1] + "…"
+    # Labels are data (slot values like "$20"): two dollar signs would start matplotlib mathtext.
+    return s.replace("$", r"\$")
 
 
 def _save(fig, path: Path, written: list[Path]) -> None:

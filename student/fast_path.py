@@ -96,7 +96,7 @@ def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str]
     return {
         "choice": "int8" if ok else "fp32",
         "agreement": {"fp32": round(a32, 5), "int8": round(a8, 5)},
-        "rate_c1_per_s": {"fp32": r32 and round(r32, 1), "int8": r8 and round(r8, 1)},
+        **({"rate_c1_per_s": {"fp32": round(r32, 1), "int8": round(r8, 1)}} if time_it else {}),
         "val_examples": len(messages), "max_drop": MAX_DROP,
         "reason": (f"int8 agreement {a8:.4f} within {MAX_DROP * 100:.1f} points of fp32's {a32:.4f}" if ok
                    else f"int8 agreement {a8:.4f} more than {MAX_DROP * 100:.1f} points below fp32's {a32:.4f}"),

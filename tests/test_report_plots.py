@@ -107,3 +107,13 @@ def test_plots_markdown_inlines_images_and_links_past_the_budget(tmp_path):
     linked = plots_markdown(report, rd.path, max_inline_bytes=10)
     assert "data:image" not in linked and "file://" in linked
     assert "No plots" in plots_markdown({"run_id": "x"}, rd.path)
+
+
+def test_labels_with_dollar_signs_are_drawn_as_text(tmp_path):
+    """Slot values like "$20 to $30" once started matplotlib mathtext and failed every plot."""
+    from eval.plots import _plot_accuracy
+
+    written: list = []
+    _plot_accuracy({"pay $20 to $30": (0.5, 0.4, 0.6, 10), "x": (1.0, 0.9, 1.0, 5)}, "per-label $ agreement",
+                   tmp_path / "fields.png", written)
+    assert written == [tmp_path / "fields.png"] and (tmp_path / "fields.png").stat().st_size > 0
