@@ -295,6 +295,8 @@ def generate(model, tok, fmt: ChatFormat, convs: list[Messages], max_new_tokens:
                 if fmt.eot_id in new:
                     new = new[:new.index(fmt.eot_id)]
                 out[i] = tok.decode(new, skip_special_tokens=True)
+                if constraint is not None:
+                    out[i] = constraint.finish(out[i])
                 if scores is not None:
                     tl = lp[j, : min(len(new) + 1, lp.shape[1])]  # the answer and its end-of-turn
                     row_scores[i] = {"mean": float(tl.mean()), "min": float(tl.min()), "sum": float(tl.sum()), "tokens": int(tl.numel())}

@@ -3,14 +3,16 @@ does not parse, lacks a required key or has an out-of-enum value cannot be produ
 
 Library: llguidance (guidance-ai's Rust engine, also behind vLLM's and llama.cpp's structured
 output): a token mask per step from the schema's grammar, no compile step, one small abi3 wheel
-with no Python dependencies. xgrammar (needs triton + apache-tvm-ffi) and lm-format-enforcer
-(pure Python, per-token prefix walks) were the other candidates; see bench/constrained_lm.py.
+with no Python dependencies. The other candidates that install here were not wired: xgrammar
+(pulls triton + apache-tvm-ffi) and lm-format-enforcer (pure Python, per-token prefix walks).
+Figures with and without: bench/constrained_lm.py.
 
 - The schema: causal_lm.json_schema (a file, e.g. the one filter.json_schema names), else the one
   the filter stage inferred from the teacher's outputs (filter/inferred_schema.json), else none.
 - Separators follow the teacher's own style (json.dumps' ", "/": " or compact), read off the
   training answers: the mask then leaves the fine-tuned model the exact text it learned.
-- Not enforced: keywords llguidance lacks (uniqueItems, for one), named in the student's note; and
+- Keywords llguidance lacks are named in the student's note; uniqueItems, the one a label-set
+  schema uses, is applied after decoding instead (duplicates dropped, first kept: unique_items).
   max_new_tokens can still end an answer before its JSON closes.
 """
 from __future__ import annotations
@@ -69,6 +71,35 @@ def grammar(schema: dict, separators: tuple[str, str]) -> tuple[str, list[str]]:
     return g, msgs
 
 
+def unique_items(text: str, schema: dict, separators: tuple[str, str]) -> str:
+    """`text` with duplicates removed from every array whose schema says uniqueItems (plain
+    properties/items nesting); unchanged when there are none or it does not parse."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    fixed = _dedupe(obj, schema)
+    return text if fixed == obj else json.dumps(fixed, separators=separators, ensure_ascii=False)
+
+
+def _dedupe(v: Any, sch: Any) -> Any:
+    if not isinstance(sch, dict):
+        return v
+    if isinstance(v, list):
+        v = [_dedupe(x, sch.get("items")) for x in v]
+        if sch.get("uniqueItems"):
+            out: list = []
+            for x in v:
+                if x not in out:
+                    out.append(x)
+            v = out
+        return v
+    if isinstance(v, dict):
+        props = sch.get("properties") or {}
+        return {k: _dedupe(x, props.get(k, sch.get("additionalProperties"))) for k, x in v.items()}
+    return v
+
+
 class SchemaConstraint:
     """Builds, per generate() call, a transformers LogitsProcessor holding one matcher per row."""
 
@@ -76,10 +107,15 @@ class SchemaConstraint:
         import llguidance.hf
 
         self.grammar, self.warnings = grammar(schema, separators)
+        self.schema, self.separators = schema, separators
         # ~1 s (the vocabulary is scanned once): built once per loaded student
         self.lltok = llguidance.hf.from_tokenizer(tok, n_vocab=n_vocab, eos_token=eot_id)
         self.n_vocab, self.eot_id = n_vocab, eot_id
         self.errors = 0  # rows whose matcher failed (should stay 0: the mask only allows what it accepts)
+
+    def finish(self, text: str) -> str:
+        """What the mask cannot say, applied to a decoded answer (uniqueItems)."""
+        return unique_items(text, self.schema, self.separators)
 
     def processor(self, rows: int):
         import torch

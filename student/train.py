@@ -162,7 +162,7 @@ def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
     os.replace(tmp_dir, model_dir)  # readers never see a half-written model
     from student.fast_path import select_and_record
 
-    fast = select_and_record(model_dir, val)  # int8 only if it agrees as well as fp32 on val (student/fast_path.py)
+    fast = select_and_record(model_dir, val, n_train=len(train))  # int8 only if it agrees as well as fp32 on val (student/fast_path.py)
     write_jsonl(rd.val_scores, val_scores)
     if hasattr(student, "save_probe"):  # the no-fine-tuning comparator the eval scores beside the student
         shutil.rmtree(rd.probe_dir, ignore_errors=True)

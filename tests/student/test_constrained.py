@@ -70,3 +70,13 @@ def test_modes_and_compact_separators(tiny_model_dir):
     s.set_output_schema(SCHEMA, "on", ['{"colour":"red","ripe":false}'] * 3)
     assert s.meta["json_separators"] == [",", ":"]
     assert all(": " not in t and _valid(t) for t in s.predict([d["messages"] for d in data[:4]]))
+
+
+def test_unique_items_after_decoding():
+    from student.constrained import unique_items
+
+    sch = {"type": "object", "properties": {"intents": {"type": "array", "uniqueItems": True, "items": {"enum": ["a", "b"]}},
+                                            "slots": {"type": "object"}}}
+    assert unique_items('{"intents": ["b", "a", "b"], "slots": {}}', sch, (", ", ": ")) == '{"intents": ["b", "a"], "slots": {}}'
+    assert unique_items('{"intents": ["a"], "slots": {}}', sch, (",", ":")) == '{"intents": ["a"], "slots": {}}'  # untouched
+    assert unique_items("not json", sch, (", ", ": ")) == "not json"
