@@ -106,6 +106,11 @@ class RunDir:
         return self.path / "filter" / "dropped.jsonl"
 
     @property
+    def output_schema(self) -> Path:
+        """{"source": "config"|"inferred", "schema": {...}}: the JSON schema the kept answers passed."""
+        return self.path / "filter" / "output_schema.json"
+
+    @property
     def data_report(self) -> Path:
         return self.path / "filter" / "data_report.json"
 

@@ -23,12 +23,12 @@ class Example:
 
 
 class TrainableStudent(Protocol):
-    """What student/train.py's loop (checkpoints, early stopping, resume) needs from a kind.
+    """What student/loop.py (checkpoints, early stopping, resume) needs from a kind.
 
     A kind module exposes a class with `create(cfg, examples) -> instance` (fresh model: base
     weights + LoRA) and these methods; `prepare_batches` returns opaque batch objects that
-    `loss` understands. Both kinds share the loop (student/loop.py) so checkpoint/resume behave
-    the same.
+    `loss` understands. The classifier trains in our loop (student/loop.py); the causal LM
+    trains through TRL's SFTTrainer instead (student/lm_trainer.py) and does not need these.
     """
 
     kind: str

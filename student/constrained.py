@@ -8,7 +8,7 @@ with no Python dependencies. The other candidates that install here were not wir
 Figures with and without: bench/constrained_lm.py.
 
 - The schema: causal_lm.json_schema (a file, e.g. the one filter.json_schema names), else the one
-  the filter stage inferred from the teacher's outputs (filter/inferred_schema.json), else none.
+  the filter stage checked the kept answers against (configured or inferred; rd.output_schema), else none.
 - Separators follow the teacher's own style (json.dumps' ", "/": " or compact), read off the
   training answers: the mask then leaves the fine-tuned model the exact text it learned.
 - Keywords llguidance lacks are named in the student's note; uniqueItems, the one a label-set
@@ -23,19 +23,17 @@ from typing import Any
 
 from core.base import DistillError
 
-INFERRED = "inferred_schema.json"  # written by teacher/filters/pipeline.py into the filter stage dir
-
-
 def run_output_schema(cfg: Any, rd: Any) -> dict | None:
-    """The schema the run's answers follow: causal_lm.json_schema, else the filter's inferred one."""
+    """The schema the run's answers follow: causal_lm.json_schema, else the one the filter stage
+    checked the kept answers against (filter.json_schema or its inferred schema: rd.output_schema)."""
     if getattr(cfg, "json_schema", None):
         p = Path(cfg.json_schema)
         try:
             return json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise DistillError(f"student.causal_lm.json_schema: cannot read {p}: {e}") from None
-    p = rd.stage_dir("filter") / INFERRED
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    p = rd.output_schema
+    return json.loads(p.read_text(encoding="utf-8"))["schema"] if p.is_file() else None
 
 
 def json_separators(texts: list[str]) -> tuple[str, str]:

@@ -1,5 +1,7 @@
-"""The one training loop every student kind shares (see base.TrainableStudent), so checkpoints,
-resume after a kill, early stopping and multi-process training behave the same for all kinds.
+"""Our training loop, for kinds that expose the TrainableStudent hooks (the classifier: its frozen
+lower layers are cached once and the linear probe warm-starts the heads, which no stock trainer
+does). Checkpoints, resume after a kill, early stopping and multi-process training behave as the
+causal LM's TRL SFTTrainer does them (student/lm_trainer.py).
 
 Multi-process (`accelerate launch` / torchrun): accelerate wraps the student's modules in DDP
 (`accelerator.prepare`), so gradients are averaged during backward. Batches are not sharded by a

@@ -117,15 +117,16 @@ def run_filters(cfg: FilterConfig, rd: RunDir, teacher: Any = None, ledger_path:
     filters = build_filters(cfg, teacher=teacher, ledger_path=ledger_path)
     kept, dropped, stats = apply_filters(records, filters)
 
-    out_dir = rd.stage_dir("filter")
     kept_path, dropped_path = rd.filter_kept, rd.filter_dropped
     write_jsonl(kept_path, kept)
     write_jsonl(dropped_path, dropped)
     outputs = [kept_path, dropped_path]
     fmt = next((f for f in filters if isinstance(f, FormatFilter)), None)
-    if fmt is not None and fmt.schema_source == "inferred":
-        write_json(out_dir / "inferred_schema.json", fmt.schema)
-        outputs.append(out_dir / "inferred_schema.json")
+    if fmt is not None and fmt.schema is not None:
+        # The schema the kept answers were checked against (configured or inferred): what a
+        # student decodes under downstream, whichever way the filter got it.
+        write_json(rd.output_schema, {"source": fmt.schema_source, "schema": fmt.schema})
+        outputs.append(rd.output_schema)
 
     counts = {
         "replayed": len(records),

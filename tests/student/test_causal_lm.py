@@ -239,7 +239,8 @@ def test_train_stage_with_trl(tiny_model_dir, tmp_path):
     rd.filter_kept.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(rd.filter_kept, [{**e, "split": "train"} for e in make_examples(30)])
     schema = {"type": "object", "properties": {"colour": {"enum": ["red", "yellow", "green"]}}, "required": ["colour"]}
-    (rd.stage_dir("filter") / "inferred_schema.json").write_text(json.dumps(schema))  # as the filter stage writes it
+    rd.stage_dir("filter")
+    rd.output_schema.write_text(json.dumps({"source": "inferred", "schema": schema}))  # as the filter stage writes it
     out = run_train(lm_cfg(tiny_model_dir, epochs=2, val_fraction=0.2, checkpoint_every_steps=3), rd)
     assert out["kind"] == "causal_lm" and out["wrapped_as"] == "trl.SFTTrainer" and out["steps"] > 0
     assert out["val_loss"] is not None and len(out["train_losses"]) == out["steps"]
