@@ -140,6 +140,7 @@ class StoreConfig(StrictModel):
     dir: str | None = PathField(None, "Directory for the run's temporary dedup index (SQLite + MinHash file); default <run>/ingest/.work, deleted when the run ends.")
     cache_mb: float = Field(64, gt=0, description="SQLite page cache per connection (two connections), MB.")
     bloom_mb: float = Field(64, gt=0, description="Bloom filter in front of the index, MB (rounded down to a power of two); ~16 bits per key keeps false probes under 0.1 %: about 11 keys per record, so 64 MB suits ~3M records.")
+    minhash_cache: int = Field(100_000, ge=0, description="MinHash values of LSH candidates kept in memory (~0.4 KB each): popular buckets are compared with many records.")
     buffer_records: int = Field(50_000, ge=100, description="Records whose new keys are buffered in memory before the background writer stores them (~1 KB each).")
 
 

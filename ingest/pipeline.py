@@ -67,7 +67,7 @@ class Ingestor:
         d, s = cfg.dedup, cfg.store
         self.hasher = MinHasher(d.num_perm, d.shingle_chars) if (d.near_duplicates or d.decontaminate) else None
         self.near = lsh_params(d.threshold, d.num_perm) if d.near_duplicates else None
-        self.store = DedupStore(work, s.cache_mb, s.bloom_mb, s.buffer_records, d.num_perm)
+        self.store = DedupStore(work, s.cache_mb, s.bloom_mb, s.buffer_records, d.num_perm, s.minhash_cache)
         self.quarantine_out, self.dropped_out = quarantine, dropped
         self.train_spill = open(work / "train.spill", "wb", buffering=1 << 20)
         self.holdout_spill = open(work / "holdout.spill", "wb", buffering=1 << 20)

@@ -3,7 +3,7 @@
 Memory is set by `IngestStoreConfig`, not by the log: SQLite holds the keys (its page cache is
 `cache_mb`), a Bloom filter of `bloom_mb` answers "never seen" without touching SQLite (almost
 every key), MinHash values are appended to a flat file read back with pread (the OS page cache,
-not this process, holds them). New keys wait in an in-memory buffer of `buffer_records`
+not this process, holds them; `hv_cache` recently compared ones stay in memory). New keys wait in an in-memory buffer of `buffer_records`
 records; a full buffer is written by a background thread with ONE statement over a JSON array
 (json_each), so the insert runs in SQLite's C code with the GIL released, on the other core.
 
@@ -75,7 +75,7 @@ class DedupStore:
     """The per-run index; lives in `root` (deleted by the caller when the run ends)."""
 
     def __init__(self, root: Path, cache_mb: float = 64, bloom_mb: float = 64, buffer_records: int = 50_000,
-                 num_perm: int = 64):
+                 num_perm: int = 64, hv_cache: int = 100_000):
         root.mkdir(parents=True, exist_ok=True)
         db = root / "dedup.sqlite"
         db.unlink(missing_ok=True)
@@ -102,6 +102,8 @@ class DedupStore:
         self._hv_fd = self._hv.fileno()
         self._hv_width = num_perm * 4
         self._hv_n = 0
+        self._hv_cache = np.zeros((hv_cache, num_perm), dtype=np.uint32)
+        self._hv_slot: dict[int, int] = {}
 
     @staticmethod
     def _empty() -> dict:
@@ -189,6 +191,22 @@ class DedupStore:
         self._hv_n += len(values)
         return first
 
+    def cached_minhashes(self, seqs: list[int]) -> np.ndarray:
+        """minhashes() through a bounded cache: LSH candidates repeat (a popular bucket's members
+        are compared with every record that lands in it), so most are read once."""
+        slot = self._hv_slot
+        missing = [s for s in seqs if s not in slot]
+        if missing:
+            if len(slot) + len(missing) > len(self._hv_cache):
+                if len(seqs) > len(self._hv_cache):
+                    return self.minhashes(seqs)
+                slot.clear()  # start over (the hot members come back at once)
+                missing = list(seqs)
+            first = len(slot)
+            self._hv_cache[first:first + len(missing)] = self.minhashes(missing)
+            slot.update(zip(missing, range(first, first + len(missing))))
+        return self._hv_cache[[slot[s] for s in seqs]]
+
     def minhashes(self, seqs: list[int]) -> np.ndarray:
         self._hv.flush()
         w = self._hv_width
@@ -198,14 +216,10 @@ class DedupStore:
     def best_twin(self, hv: np.ndarray, bands: list[list[int]], threshold: float) -> int | None:
         """The candidate (seq) most similar to `hv` at or above `threshold`; the first seen wins
         ties (bands in order, each bucket oldest first: the in-memory index's order)."""
-        seen: list[int] = []
-        for members in bands:
-            for s in members:
-                if s not in seen:
-                    seen.append(s)
+        seen = list(dict.fromkeys(s for members in bands for s in members))
         if not seen:
             return None
-        sims = np.count_nonzero(self.minhashes(seen) == hv, axis=1) / len(hv)
+        sims = np.count_nonzero(self.cached_minhashes(seen) == hv, axis=1) / len(hv)
         best, best_sim = None, 0.0
         for s, sim in zip(seen, sims.tolist()):
             if sim >= threshold and sim > best_sim:

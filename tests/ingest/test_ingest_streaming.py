@@ -76,3 +76,12 @@ def test_parquet_is_written_in_row_groups_and_loads_with_datasets(runner, tmp_pa
     ds = Dataset.from_parquet(str(runner.rd.ingest_split("train").with_suffix(".parquet")))
     assert len(ds) == c["train"] and ds[0]["id"] == runner.out("train")[0]["id"]
     assert not any(p.name.startswith(".") for p in runner.rd.path.iterdir())  # no temp files left
+
+
+def test_minhash_cache_refills_when_full(tmp_path):
+    s = DedupStore(tmp_path, cache_mb=1, bloom_mb=0.01, hv_cache=4)
+    v = np.arange(10 * 64, dtype=np.uint32).reshape(10, 64)
+    s.put_minhashes(v)
+    for seqs in ([0, 1, 2], [2, 3, 4], [5, 0], list(range(10))):  # overflow, then more than fit
+        assert (s.cached_minhashes(seqs) == v[seqs]).all()
+    s.close()
