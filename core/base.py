@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class StrictModel(BaseModel):
@@ -36,6 +36,20 @@ def resolve_paths(model: BaseModel, base: Path) -> None:
             setattr(model, name, str(p if p.is_absolute() else (base / p).resolve()))
         elif isinstance(value, BaseModel):
             resolve_paths(value, base)
+
+
+def kind_union(section: str, default: str, variants: dict[str, type]) -> Any:
+    """A config union discriminated on `kind` (missing `kind` = `default`), whose error for an
+    unknown kind names the field and the choices: `<section>.kind must be one of a, b, c`."""
+    from typing import Annotated, Union
+
+    def _kind(v: Any) -> str:
+        return v.get("kind", default) if isinstance(v, dict) else getattr(v, "kind", default)
+
+    members = tuple(Annotated[cls, Tag(tag)] for tag, cls in variants.items())
+    return Annotated[Union[members], Discriminator(
+        _kind, custom_error_type=f"unknown_{section}_kind",
+        custom_error_message=f"{section}.kind must be one of {', '.join(variants)}")]
 
 
 class DistillError(Exception):

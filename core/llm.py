@@ -102,6 +102,11 @@ async def acompletion(ep: Endpoint, messages: list[dict], **overrides: Any) -> A
     if uses_fast(ep):
         return await asyncio.wait_for(fast_completion(messages, kw), kw["timeout"] + BACKSTOP_S)
     litellm = load_litellm()
+    if kw.get("tools"):
+        # litellm routes any call with tools through its MCP gateway check, which imports the
+        # optional `mcp` package (not installed): every tool-calling request would fail. We never
+        # send MCP tools; the pinned litellm has this switch for callers that do not either.
+        kw["_skip_mcp_handler"] = True
     return await asyncio.wait_for(litellm.acompletion(messages=messages, **kw), kw["timeout"] + BACKSTOP_S)
 
 
@@ -159,18 +164,28 @@ async def complete(ep: Endpoint, messages: list[dict], *, stream: bool = False, 
                          tool_calls=p.tool_calls)
         resp = await acompletion(ep, messages, stream=True, stream_options={"include_usage": True}, **overrides)
         ttft, parts, pt, ct = None, [], 0, 0
+        calls: dict[int, dict] = {}  # streamed tool calls by index: name and arguments arrive in pieces
         async for chunk in resp:
             if chunk.choices:
-                piece = getattr(chunk.choices[0].delta, "content", None)
+                delta = chunk.choices[0].delta
+                piece = getattr(delta, "content", None)
+                deltas = getattr(delta, "tool_calls", None)
+                if (piece or deltas) and ttft is None:
+                    ttft = (time.perf_counter() - t0) * 1000
                 if piece:
-                    if ttft is None:
-                        ttft = (time.perf_counter() - t0) * 1000
                     parts.append(piece)
+                for d in deltas or []:
+                    c = calls.setdefault(getattr(d, "index", 0) or 0, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                    c["id"] = getattr(d, "id", None) or c["id"]
+                    fn = getattr(d, "function", None)
+                    c["function"]["name"] += getattr(fn, "name", None) or ""
+                    c["function"]["arguments"] += getattr(fn, "arguments", None) or ""
             u = getattr(chunk, "usage", None)
             if u:
                 pt = getattr(u, "prompt_tokens", 0) or pt
                 ct = getattr(u, "completion_tokens", 0) or ct
-        return Reply(True, (time.perf_counter() - t0) * 1000, ttft, "".join(parts), pt, ct)
+        return Reply(True, (time.perf_counter() - t0) * 1000, ttft, "".join(parts), pt, ct,
+                     tool_calls=[calls[k] for k in sorted(calls)] or None)
     except Exception as e:  # noqa: BLE001 - returned, see docstring
         f = classify(e)
         return Reply(False, (time.perf_counter() - t0) * 1000, error=f"{f.reason}: {short(e)}", reason=f.reason)

@@ -375,3 +375,33 @@ def calls_signature(calls: list[dict] | None) -> list[dict]:
 def calls_text(calls: list[dict] | None) -> str:
     """Deterministic text of the calls, for text-based steps (MinHash dedup, token counts)."""
     return "\n".join(f"{c['name']}({json.dumps(c.get('arguments') or {}, ensure_ascii=False, sort_keys=True)})" for c in calls or [])
+
+
+def tools_key(tools: list[dict] | None, tool_choice: Any = None) -> str | None:
+    """Identity of a request's tool set (and tool_choice): None without tools, else a stable hash
+    independent of declaration order. Dedup, the filters' input key and the reference teacher's
+    lookup use it, so the same question asked with different tools is a different request."""
+    if not tools and tool_choice is None:
+        return None
+    return stable_hash([sorted(tools or [], key=lambda t: t["function"]["name"]), tool_choice], 16)
+
+
+def wire_calls(raw: Any) -> list[dict] | None:
+    """A teacher's OpenAI-shaped `tool_calls` as canonical calls, keeping what it said even when
+    it is wrong: arguments that do not parse stay the raw string (the tool-call filter drops the
+    record with invalid_arguments), a call without a name keeps name "" (undeclared_tool)."""
+    if not raw:
+        return None
+    out = []
+    for j, c in enumerate(raw if isinstance(raw, list) else [raw]):
+        c = c if isinstance(c, dict) else {}
+        fn = c.get("function") if isinstance(c.get("function"), dict) else c
+        name = fn.get("name") if isinstance(fn.get("name"), str) else ""
+        try:
+            args: Any = parse_arguments(fn.get("arguments"), f"tool call {j + 1} ({name})")
+        except ToolCallError:
+            args = fn.get("arguments")
+        cid = c.get("id")
+        out.append({"id": cid if isinstance(cid, str) and cid else call_id({"name": name, "arguments": args if isinstance(args, dict) else {}}, j),
+                    "name": name, "arguments": args})
+    return out

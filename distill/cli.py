@@ -127,45 +127,53 @@ def cmd_predict(args) -> int:
 
     data = setup_env(args.data_dir)
     model_path = Registry(args.registry or data / "registry").resolve(args.model, args.name)
-    requests = _read_requests(Path(args.input))
+    requests, tools = _read_requests(Path(args.input))
     from student.fast_path import apply
 
     student = load_student(model_path)
     apply(student, model_path)  # the inference path the servers load (int8 when recorded, student/fast_path.py)
     student.predict([requests[0]])  # warm-up, so the first latency is not a load-time outlier
     scored = hasattr(student, "predict_scored")  # the calibrated confidence of each answer (the cascade's score)
+    from student.toolcall_format import answer_row
+
+    tool_kw = (lambda a, b: {"tools": tools[a:b]}) if getattr(student, "accepts_tools", False) else (lambda a, b: {})
     rows = []
     n = max(1, args.batch_size)
     for start in range(0, len(requests), n):
         batch = requests[start:start + n]
         t0 = time.perf_counter()
-        pairs = student.predict_scored(batch) if scored else [(t, None) for t in student.predict(batch)]
+        kw = tool_kw(start, start + n)  # a student trained with tools reads each line's `tools`
+        pairs = student.predict_scored(batch, **kw) if scored else [(t, None) for t in student.predict(batch, **kw)]
         ms = round((time.perf_counter() - t0) * 1000, 3)  # each answer of a batch waited for the whole batch
-        rows += [{"response": text, "latency_ms": ms, **({"confidence": round(conf, 6)} if conf is not None else {})}
+        rows += [{**answer_row(student, text), "latency_ms": ms, **({"confidence": round(conf, 6)} if conf is not None else {})}
                  for text, conf in pairs]
     write_jsonl(args.output, rows)
     print(f"{len(rows)} responses from {model_path} -> {args.output}", file=sys.stderr)
     return 0
 
 
-def _read_requests(path: Path) -> list[list[dict]]:
+def _read_requests(path: Path) -> tuple[list[list[dict]], list[list[dict] | None]]:
     if not path.is_file():
         raise DistillError(f"--input {path}: file not found")
-    out = []
+    out, tools = [], []
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                msgs = json.loads(line)["messages"]
+                obj = json.loads(line)
+                msgs = obj["messages"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise DistillError(f"{path}:{i}: expected a JSON object with 'messages' ({type(e).__name__}: {e})") from None
             if not isinstance(msgs, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
                 raise DistillError(f"{path}:{i}: 'messages' must be a list of {{role, content}} objects")
             out.append(msgs)
+            from student.toolcall_format import request_tools
+
+            tools.append(request_tools(obj, f"{path}:{i}"))  # OpenAI `tools` / legacy `functions`, canonical
     if not out:
         raise DistillError(f"--input {path}: no requests in file")
-    return out
+    return out, tools
 
 
 def cmd_registry(args) -> int:
@@ -223,11 +231,16 @@ def cmd_serve(args) -> int:
     reg = Registry(args.registry or data / "registry")
     model_path = reg.resolve(args.model, args.name)
     if args.cascade:
+        from student.engine import served_engine
+
+        if args.engine and args.engine != served_engine(model_path):  # CascadeServer loads the recorded engine
+            raise DistillError(f"--engine {args.engine} with --cascade: the cascade serves the engine {model_path}/student.json "
+                               f"records ({served_engine(model_path)}); drop --engine")
         return _serve_cascade(args, data, reg, model_path)
     if args.config or args.threshold is not None or args.forward_log:
         raise DistillError("--config, --threshold and --forward-log are for cascade mode: add --cascade")
     serve(model_path, host=args.host, port=args.port, api_key=os.environ.get("DISTILL_SERVE_API_KEY"),
-          allow_unauthenticated=args.allow_unauthenticated, num_threads=args.threads, fast_path=args.fast_path)
+          allow_unauthenticated=args.allow_unauthenticated, num_threads=args.threads, fast_path=args.fast_path, engine=args.engine)
     return 0
 
 
@@ -350,8 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--allow-unauthenticated", action="store_true",
                     help="serve on a non-loopback --host without DISTILL_SERVE_API_KEY (anyone who can reach it may call it)")
-    sp.add_argument("--fast-path", choices=["fp32", "int8"],
+    sp.add_argument("--fast-path", choices=["fp32", "int8", "onnx"],
                     help="classifier inference path (default: the one chosen on validation at training, in student.json)")
+    sp.add_argument("--engine", choices=["hf", "llamacpp"],
+                    help="serving engine: hf (transformers) or llamacpp (causal LMs, llama-cpp-python; default: the one "
+                         "student.json records, chosen at training by student.causal_lm.serve_engine)")
     sp.add_argument("--threads", type=int, help="torch threads (default: the cores idle at start)")
     sp.add_argument("--cascade", action="store_true",
                     help="cascade mode: the student answers when confident, uncertain requests are forwarded to the teacher and logged")

@@ -153,7 +153,9 @@ def base_model_predictor(cfg: EvalConfig, rd: RunDir, base_model: str | None = N
     ~20 s, and generation is slow on CPU; keep cfg.baseline_max_items small)."""
     from student.causal_lm import prompted_baseline_predictor
 
-    train = [r for r in read_jsonl(rd.filter_kept) if r.get("split") == "train" and r.get("response") is not None]
+    from student.toolcall_format import answer_rows
+
+    train = answer_rows(r for r in read_jsonl(rd.filter_kept) if r.get("split") == "train")  # tool calls: canonical answer text
     return prompted_baseline_predictor(base_model, train, cfg.baseline_k)
 
 

@@ -2,8 +2,8 @@
 validation split choose the threshold, the holdout only measures it.
 
 - Validation pairs: <run>/train/val_scores.jsonl, written by the train stage
-  (student.train.calibrate_and_score). A run trained before that file existed gets them
-  recomputed here the same way: the val split is rebuilt from the kept TRAINING records with the
+  (student.train.calibrate_and_score) on the path the server runs (int8 moves the confidences).
+  A run trained before that file existed gets them recomputed here the same way: the val split is rebuilt from the kept TRAINING records with the
   train stage's own fraction and salt (student.train.split_validation), never from the holdout.
 - Holdout pairs: the student's calibrated confidence for every holdout item, computed in this
   process with predict_scored on the path the server runs (student/fast_path.py); the served
@@ -31,12 +31,9 @@ CHUNK = 256  # holdout items per predict_scored call
 
 def load_local_student(rd: RunDir) -> Any:
     """The run's student in this process, on the inference path its servers run (fp32 / int8)."""
-    from student.fast_path import apply
-    from student.kinds import load_student
+    from student.fast_path import load_served
 
-    st = load_student(rd.model_dir)
-    apply(st, rd.model_dir)
-    return st
+    return load_served(rd.model_dir)
 
 
 def recompute_val_scores(rd: RunDir, student: Any) -> list[dict]:
@@ -60,8 +57,11 @@ def score_holdout(student: Any, conversations: list[list[dict]], *, uncalibrated
     """predict_scored over the holdout in chunks. uncalibrated: the classifier with T = 1 (for
     the ECE before calibration; a causal LM would need a second generation pass: not done)."""
     saved = getattr(student, "calibration", None)
+    saved_structured = getattr(student, "structured_calibration", None)  # set / span fields (student/structured.py)
     if uncalibrated:
         student.calibration = None
+        if saved_structured is not None:
+            student.structured_calibration = None
     try:
         out: list[tuple[str, float]] = []
         for i in range(0, len(conversations), CHUNK):
@@ -70,6 +70,8 @@ def score_holdout(student: Any, conversations: list[list[dict]], *, uncalibrated
     finally:
         if uncalibrated:
             student.calibration = saved
+            if saved_structured is not None:
+                student.structured_calibration = saved_structured
 
 
 def cascade_figures(cfg: CascadeConfig, val_conf: list[float], val_agrees: list[bool], hold_conf: list[float], hold_agrees: list[bool], *,
@@ -111,7 +113,8 @@ def attach_cascade(cfg: CascadeConfig, rd: RunDir, report: dict, items: list[dic
     res = cascade_figures(cfg, val_conf, val_agrees, hold_conf, hold_agrees, student_cost_per_1k=metrics.get("cost_per_1k_usd"),
                           teacher_cost_per_1k=metrics.get("teacher_cost_per_1k_usd"), student_latency_ms=_samples(report, "student"),
                           teacher_latency_ms=_samples(report, "teacher"), samples=samples, seed=seed)
-    cal = getattr(student, "calibration", None) or (getattr(student, "meta", None) or {}).get("calibration") or {}
+    cal = (getattr(student, "calibration", None) or getattr(student, "structured_calibration", None)
+           or (getattr(student, "meta", None) or {}).get("calibration") or {})
     before = None
     if getattr(student, "kind", None) == "classifier" and cal:
         before = ece([c for _, c in score_holdout(student, conversations, uncalibrated=True)], hold_agrees)

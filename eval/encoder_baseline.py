@@ -64,5 +64,7 @@ class EncoderFewShot:
 
 
 def encoder_baseline_predictor(rd: RunDir, base_model: str | None, k: int, seed: int = 0) -> Any:
-    train = [r for r in read_jsonl(rd.filter_kept) if r.get("split") == "train" and r.get("response") is not None]
+    from student.toolcall_format import answer_rows
+
+    train = answer_rows(r for r in read_jsonl(rd.filter_kept) if r.get("split") == "train")  # tool calls: canonical answer text
     return EncoderFewShot(train, base_model=base_model, k=k, seed=seed)

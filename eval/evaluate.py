@@ -45,7 +45,7 @@ def _read(path: Path, required: bool) -> list[dict] | None:
 def load_holdout(rd: RunDir) -> dict[str, Any]:
     """Holdout items with teacher answers, plus counts of holdout prompts excluded upstream."""
     kept = _read(rd.filter_kept, required=True)
-    items = [r for r in kept if r.get("split") == "holdout" and r.get("response") is not None]
+    items = [r for r in kept if r.get("split") == "holdout" and (r.get("response") is not None or r.get("tool_calls"))]
     replay = _read(rd.replay_responses, required=False)
     ingest = _read(rd.ingest_holdout, required=False)
     kept_ids = {r["id"] for r in items}
@@ -125,13 +125,20 @@ def run_eval(
     teacher_ep = Endpoint(teacher.model, teacher.api_base, _secret(teacher.api_key),
                           teacher.temperature, teacher.max_tokens, cfg.timeout_s)
     predict_ep = dataclasses.replace(student_ep, max_retries=2)  # answers may retry; timing calls must not
+    from eval import toolcall_eval as TC
+
+    tool_run = TC.is_tool_run(items)  # tools in the requests, calls in the answers (eval/toolcall_eval.py)
     conversations = [r["messages"] for r in items]
-    teacher_out = [r["response"] for r in items]
+    teacher_out = TC.teacher_answers(items) if tool_run else [r["response"] for r in items]
 
     # 1. Student answers through the same OpenAI-compatible path as the teacher.
     with bar(len(conversations), "eval: student predictions", cfg.progress) as pb:
-        results = run_sync(complete_many(predict_ep, conversations, cfg.prediction_concurrency, on_reply=lambda _: pb.update(1)))
-    student_out = [r.text for r in results]
+        if tool_run:
+            results = TC.predict(predict_ep, items, cfg.prediction_concurrency, on_reply=lambda _: pb.update(1))
+        else:
+            results = run_sync(complete_many(predict_ep, conversations, cfg.prediction_concurrency, on_reply=lambda _: pb.update(1)))
+    answers = [TC.reply_answer(r) for r in results] if tool_run else None
+    student_out = [a[0] for a in answers] if answers is not None else [r.text for r in results]
     errors = [r.error for r in results if r.error]
     counts["student_errors"] = len(errors)
     if errors:
@@ -139,17 +146,35 @@ def run_eval(
     if len(errors) == len(items):
         raise DistillError(f"every student request to {student_base_url} failed; first error: {errors[0]}")
     write_jsonl(rd.predictions, (
-        {"id": r["id"], "messages": r["messages"], "teacher": r["response"], "student": p.text, **({"error": p.error} if p.error else {})}
-        for r, p in zip(items, results)))
+        {"id": r["id"], "messages": r["messages"], "teacher": t, "student": s, **({"error": p.error} if p.error else {}),
+         **({"tools": r.get("tools"), "teacher_tool_calls": r.get("tool_calls"), "student_tool_calls": a[1]} if a is not None else {}),
+         **({"tool_call_error": a[2]} if a is not None and a[2] and p.ok else {})}
+        for r, p, t, s, a in zip(items, results, teacher_out, student_out, answers or [None] * len(items))))
 
     # 2. Parity metrics with bootstrap intervals.
-    gold = [gold_reference(data["ingest"][r["id"]], cfg.gold_metadata_keys) if r["id"] in data["ingest"] else None for r in items]
+    gold = [(TC.gold_answer if tool_run else gold_reference)(data["ingest"][r["id"]], cfg.gold_metadata_keys) if r["id"] in data["ingest"] else None
+            for r in items]
     kind = _student_kind(rd)
     par = parity_metrics(student_out, teacher_out, gold if any(g is not None for g in gold) else None,
                          max_classes=cfg.max_label_classes, student_kind=kind,
                          samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
     metrics, intervals, missing, details = par["metrics"], par["intervals"], par["missing"], par["details"]
     counts["gold_items"] = details.get("gold_items", 0)
+    if tool_run:  # tool-call metrics; agreement = the BFCL-semantics match per item (eval/toolcall_eval.py)
+        tm = TC.tool_metrics(items, student_out, [a[1] for a in answers or []], samples=cfg.bootstrap_samples,
+                             confidence=cfg.confidence, seed=cfg.seed)
+        from eval.bootstrap import bootstrap_mean
+
+        b = bootstrap_mean(tm["hits"], samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
+        metrics["agreement"], details["agreement_hits"] = b["value"], tm["hits"]
+        if b["ci"] is not None:
+            intervals["agreement"] = b["ci"]
+        metrics.update(tm["metrics"])
+        intervals.update(tm["intervals"])
+        missing.update(tm["missing"])
+        details["tool_calls"] = tm["details"]
+        counts["tool_call_items"] = tm["details"]["n_call_expected"]
+        notes.append("tool calls: agreement is the BFCL AST match against the teacher's calls (text answers: the texts match)")
 
     # 3. Latency: same prompts, same call path, warm-up excluded, concurrency 1 and N.
     lat = {}
@@ -159,7 +184,7 @@ def run_eval(
             continue
         total = planned_requests(cfg.latency_requests, cfg.warmup_requests, cfg.latency_concurrency)
         with bar(total, f"eval: {who} latency", cfg.progress) as pb:
-            lat[who] = run_sync(measure_endpoint(ep, conversations, cfg.latency_requests, cfg.warmup_requests,
+            lat[who] = run_sync(measure_endpoint(ep, TC.prompts(items) if tool_run else conversations, cfg.latency_requests, cfg.warmup_requests,
                                                  cfg.latency_concurrency, cfg.stream, tick=lambda: pb.update(1)))
         if lat[who].get("note"):
             notes.append(f"{who}: {lat[who]['note']}")

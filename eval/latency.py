@@ -48,8 +48,10 @@ def summarize(results: list[Reply], wall_s: float, concurrency: int) -> dict:
 Tick = Callable[[], None]
 
 
-async def _timed(ep: Endpoint, messages: list[dict], stream: bool, tick: Tick | None) -> Reply:
-    r = await complete(ep, messages, stream=stream)
+async def _timed(ep: Endpoint, messages: list[dict] | tuple[list[dict], dict], stream: bool, tick: Tick | None) -> Reply:
+    # a prompt may be (messages, request parameters): a tool-calling request carries its tools
+    messages, kw = messages if isinstance(messages, tuple) else (messages, {})
+    r = await complete(ep, messages, stream=stream, **kw)
     if tick is not None:
         tick()
     return r

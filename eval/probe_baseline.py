@@ -30,7 +30,12 @@ class ProbePredictor:
                             f"{n_train if n_train is not None else ''} kept training examples, no fine-tuning").replace("  ", " ")
 
     def predict_batch(self, batch: list[list[dict]]) -> list[str]:
-        return self.student.predict(batch)
+        out = self.student.predict(batch)
+        if getattr(self.student, "accepts_tools", False):  # a classifier of tool calls answers in fields: as answer text
+            from student.toolcall_format import answer_text
+
+            out = [answer_text(*self.student.decode_answer(t)) for t in out]
+        return out
 
     def __call__(self, messages: list[dict]) -> str:
         return self.predict_batch([messages])[0]

@@ -15,7 +15,9 @@ from eval.config import EvalConfig
 PCT = {"agreement", "json_valid_rate", "teacher_json_valid_rate", "field_accuracy", "label_accuracy", "macro_f1",
        "format_compliance", "gold_agreement", "teacher_gold_agreement", "prompted_baseline_agreement",
        "agreement_vs_prompted_baseline_diff", "probe_baseline_agreement", "agreement_vs_probe_baseline_diff", "judge_score", "judge_win_rate", "judge_tie_rate", "judge_loss_rate",
-       "cascade_agreement", "coverage", "teacher_share", "cascade_cost_ratio"}
+       "cascade_agreement", "coverage", "teacher_share", "cascade_cost_ratio",
+       "tool_name_accuracy", "tool_args_exact_match", "tool_per_argument_accuracy", "tool_parallel_set_match",
+       "tool_called_when_text_rate", "tool_text_when_called_rate"}
 
 
 def fmt_value(name: str, v: Any) -> str:
@@ -92,6 +94,9 @@ def _key_lines(report: dict) -> list[str]:
         f"- Agreement with teacher: {_m(report, 'agreement')} ({conf} bootstrap interval)",
     ]
     m = report.get("metrics", {})
+    tc = report.get("details", {}).get("tool_calls")
+    if tc:
+        lines += _tool_lines(report, tc)
     if m.get("gold_agreement") is not None:
         lines.append(f"- Agreement with gold/recorded answers: student {_m(report, 'gold_agreement')}, teacher {_m(report, 'teacher_gold_agreement')}")
     lines.append(f"- Latency p50/p95/p99 (concurrency 1): student {fmt_value('x_ms', m.get('latency_p50_ms'))} / {fmt_value('x_ms', m.get('latency_p95_ms'))} / {fmt_value('x_ms', m.get('latency_p99_ms'))}; "
@@ -109,6 +114,22 @@ def _key_lines(report: dict) -> list[str]:
         lines.append(f"- LLM judge ({j['model']}, both orders): score {_m(report, 'judge_score')} (0.5 = parity); "
                      f"wins {j['wins']}, ties {j['ties']}, losses {j['losses']}")
     return lines
+
+
+def _tool_lines(report: dict, tc: dict) -> list[str]:
+    """The tool-call metrics (eval/toolcall_eval.py), each with its interval, or why it does not apply."""
+    def m(name: str) -> str:
+        v = report.get("metrics", {}).get(name)
+        return _m(report, name) if v is not None else f"n/a ({report.get('missing', {}).get(name, 'not measured')})"
+
+    return [
+        (f"- Tool calls ({tc['n_call_expected']} holdout answers with calls, {tc['n_parallel']} of them parallel; "
+         f"{tc['n_text_expected']} in text; BFCL AST semantics): tool name {m('tool_name_accuracy')}, "
+         f"arguments exact {m('tool_args_exact_match')}, per argument {m('tool_per_argument_accuracy')}, "
+         f"parallel set {m('tool_parallel_set_match')}"),
+        f"- Called a tool where the teacher answered in text: {m('tool_called_when_text_rate')}; "
+        f"answered in text where the teacher called: {m('tool_text_when_called_rate')}",
+    ]
 
 
 def _gate_lines(decision: dict | None) -> list[str]:
@@ -153,6 +174,10 @@ def report_markdown(report: dict) -> str:
         worst = sorted(pl.items(), key=lambda kv: kv[1])[:10]
         lines += ["", "## Weakest labels (accuracy)", "", "| label | accuracy |", "|---|---|"]
         lines += [f"| {k} | {v * 100:.1f}% |" for k, v in worst]
+    tc = report.get("details", {}).get("tool_calls")
+    if tc and tc.get("errors"):  # why the calls the AST match rejected were wrong (BFCL's error types)
+        lines += ["", "## Tool-call errors (BFCL checker's reasons)", "", "| error | items |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(tc["errors"].items(), key=lambda kv: -kv[1])]
     lines += _cascade_section(report.get("cascade"))
     cost = report.get("details", {}).get("cost", {})
     if cost:

@@ -6,11 +6,11 @@ short form `source: {path: log.jsonl}` keeps working.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Literal
 
-from pydantic import Discriminator, Field, SecretStr, Tag, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from core.base import PathField, StrictModel
+from core.base import PathField, StrictModel, kind_union
 
 
 class JsonlSource(StrictModel):
@@ -60,6 +60,7 @@ class SqlColumns(StrictModel):
     model: str | None = Field(None, description="Column with the model name.")
     timestamp: str | None = Field(None, description="Column with the request time (needed for incremental windows).")
     metadata: str | None = Field(None, description="Column with a JSON object of metadata.")
+    tools: str | None = Field(None, description="Column with the request's tools (OpenAI function tools as a JSON list, or a whole request body with tools/tool_choice); needed when the messages hold tool calls.")
 
 
 class SqlSource(StrictModel):
@@ -72,29 +73,15 @@ class SqlSource(StrictModel):
     batch_size: int = Field(1000, ge=1, description="Rows fetched per round trip.")
 
 
-def _source_kind(v: Any) -> str:
-    if isinstance(v, dict):
-        return v.get("kind", "jsonl")
-    return getattr(v, "kind", "jsonl")
-
-
-SourceConfig = Annotated[
-    Union[
-        Annotated[JsonlSource, Tag("jsonl")],
-        Annotated[OpenAIStoredSource, Tag("openai_stored")],
-        Annotated[LiteLLMSpendLogsSource, Tag("litellm_spend_logs")],
-        Annotated[LangfuseSource, Tag("langfuse")],
-        Annotated[SqlSource, Tag("sql")],
-    ],
-    Discriminator(_source_kind, custom_error_type="unknown_source_kind",
-                  custom_error_message="source.kind must be one of jsonl, openai_stored, litellm_spend_logs, langfuse, sql"),
-]
+SourceConfig = kind_union("source", "jsonl", {"jsonl": JsonlSource, "openai_stored": OpenAIStoredSource,
+                                             "litellm_spend_logs": LiteLLMSpendLogsSource, "langfuse": LangfuseSource,
+                                             "sql": SqlSource})
 
 
 class ValidationConfig(StrictModel):
     max_tokens: int = Field(16000, ge=1, description="Records whose prompt (all messages) is estimated above this many tokens are quarantined.")
     chars_per_token: float = Field(4.0, gt=0, description="Token estimate = characters / this (cheap, no tokenizer; ~4 for English).")
-    allowed_roles: list[str] = Field(["system", "user", "assistant"], description="Message roles accepted ('developer' is read as 'system').")
+    allowed_roles: list[str] = Field(["system", "user", "assistant", "tool"], description="Message roles accepted ('developer' is read as 'system'; legacy 'function' results become 'tool' turns; a 'tool' turn must answer an earlier tool call).")
 
 
 class DedupConfig(StrictModel):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 import numpy as np
 
 from datasketch import MinHash, MinHashLSH
 
+from core.toolcalls import calls_text, tools_key
 from ingest.records import exact_key  # noqa: F401  (the exact-dedup key; lives with the record)
 
 
@@ -24,9 +26,13 @@ _WS = re.compile(r"\s+")
 _SYSTEM_KEYS: dict[str, str] = {}
 
 
-def system_key(messages: list[dict]) -> str:
-    """Partition key: a hash of the system prompt(s), memoised (logs repeat a few long ones)."""
+def system_key(messages: list[dict], tools: list[dict] | None = None, tool_choice: Any = None) -> str:
+    """Partition key: a hash of the system prompt(s) and of the declared tool set, memoised (logs
+    repeat a few long ones). The same question asked with other tools is not a duplicate."""
     system = "\x00".join(m["content"] for m in messages if m["role"] == "system")
+    tk = tools_key(tools, tool_choice)
+    if tk is not None:
+        system += "\x00tools\x00" + tk
     key = _SYSTEM_KEYS.get(system)
     if key is None:
         key = hashlib.sha256(system.encode("utf-8", "surrogatepass")).hexdigest()[:12]
@@ -36,8 +42,16 @@ def system_key(messages: list[dict]) -> str:
 
 
 def dialogue_text(messages: list[dict]) -> str:
-    """Normalised non-system turns: lowercase, collapsed whitespace."""
-    parts = [f"{m['role'][0]}:{m['content']}" for m in messages if m["role"] != "system"]
+    """Normalised non-system turns: lowercase, collapsed whitespace; tool calls as name(arguments)
+    and tool results as their text, so near dedup sees them too."""
+    parts = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        text = m["content"] or ""
+        if m.get("tool_calls"):
+            text = f"{text} {calls_text(m['tool_calls'])}" if text else calls_text(m["tool_calls"])
+        parts.append(f"{m['role'][0]}:{text}")
     return _WS.sub(" ", " ".join(parts).lower()).strip()
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import orjson
 
-_FIELDS = ("id", "messages", "response", "model", "timestamp", "metadata", "split")
+_FIELDS = ("id", "messages", "response", "model", "timestamp", "metadata", "split", "tools", "tool_choice", "tool_calls")
+_JSON_FIELDS = ("metadata", "tools", "tool_choice", "tool_calls")  # free-form: JSON strings (null when absent)
 
 
 def dumps(row) -> bytes:
@@ -50,13 +51,26 @@ def _features():
 
     return Features({
         "id": Value("string"),
-        "messages": [{"role": Value("string"), "content": Value("string")}],
+        # A tool-calling turn keeps its calls (JSON, as the top-level tool fields) and its call id.
+        "messages": [{"role": Value("string"), "content": Value("string"), "tool_calls": Value("string"), "tool_call_id": Value("string")}],
         "response": Value("string"),
         "model": Value("string"),
         "timestamp": Value("string"),
         "metadata": Value("string"),
         "split": Value("string"),
+        "tools": Value("string"),
+        "tool_choice": Value("string"),
+        "tool_calls": Value("string"),
     })
+
+
+def _cell(r: dict, k: str):
+    v = r.get(k)
+    if k in _JSON_FIELDS:
+        return None if v is None and k != "metadata" else json.dumps(v, ensure_ascii=False)
+    if k == "messages" and any("tool_calls" in m or "tool_call_id" in m for m in v):
+        return [{**m, "tool_calls": json.dumps(m["tool_calls"], ensure_ascii=False)} if "tool_calls" in m else m for m in v]
+    return v
 
 
 class ParquetOut:
@@ -82,8 +96,7 @@ class ParquetOut:
     def _flush(self) -> None:
         import pyarrow as pa
 
-        cols = {k: [json.dumps(r.get(k), ensure_ascii=False) if k == "metadata" else r.get(k) for r in self.rows]
-                for k in _FIELDS}
+        cols = {k: [_cell(r, k) for r in self.rows] for k in _FIELDS}
         self.writer.write_table(pa.Table.from_pydict(cols, schema=self.schema))
         self.rows = []
 

@@ -10,6 +10,8 @@ import re
 from collections import Counter
 from typing import Callable
 
+from core.toolcalls import map_strings
+
 # Most specific first: a card number would otherwise also look like a phone number.
 _PATTERNS: list[tuple[str, re.Pattern, bool]] = [
     # (type, pattern, needs a digit in the text to possibly match)
@@ -148,13 +150,24 @@ class Redactor:
         return sub
 
     def redact_record(self, record: dict) -> None:
-        """Redact every message, the recorded response and metadata strings, in place."""
+        """Redact every message (tool results and tool-call arguments too), the recorded
+        response and its calls, and metadata strings, in place. Tool schemas are the
+        developer's, not the user's: left alone (redacting them would change the contract)."""
         for m in record["messages"]:
-            m["content"] = self.redact(m["content"])
+            if m["content"]:
+                m["content"] = self.redact(m["content"])
+            if m.get("tool_calls"):
+                m["tool_calls"] = self._redact_calls(m["tool_calls"])
         if record.get("response"):
             record["response"] = self.redact(record["response"])
+        if record.get("tool_calls"):
+            record["tool_calls"] = self._redact_calls(record["tool_calls"])
         if record.get("metadata"):
             record["metadata"] = self._redact_value(record["metadata"])
+
+    def _redact_calls(self, calls: list[dict]) -> list[dict]:
+        # Argument values only: names and argument keys come from the tool schema.
+        return [{**c, "arguments": map_strings(c.get("arguments"), self.redact)} for c in calls]
 
     def _redact_value(self, v):
         # Metadata is small but free-form: a logged "user" field is as sensitive as a prompt.

@@ -134,7 +134,7 @@ class Ingestor:
         if not self._in_window(item, rec):
             return None
         rid = rec["id"]
-        key = int(exact_key(rec["messages"])[:16], 16)
+        key = int(exact_key(rec["messages"], rec.get("tools"), rec.get("tool_choice"))[:16], 16)
         first = self.store.exact_first(key)
         if first is not None:  # a retry logged twice is a duplicate even if it kept its id
             self.drop("duplicates", rid, item.position, first)
@@ -157,35 +157,44 @@ class Ingestor:
         store = self.store
         first = self.seq
         self.seq += len(batch)
-        parts = [system_key(r["messages"]) for r, _ in batch]
+        parts = [system_key(r["messages"], r.get("tools"), r.get("tool_choice")) for r, _ in batch]
         store.put_names([[first + i, r["id"]] for i, (r, _) in enumerate(batch)])
         if self.hasher is not None:
             values = self.hasher.values_many([dialogue_text(r["messages"]) for r, _ in batch])
             store.put_minhashes(values)
         if self.near is not None:
             b, r = self.near
+            thr = self.cfg.dedup.threshold
             keys = band_keys(values, np.array([int(p, 16) for p in parts], dtype=np.uint64), b, r, NEAR_SALT)
-            members = store.bucket_members(keys.ravel())
-            local: dict[int, list[int]] = {}  # this batch's records, indexed as they are kept
+            # Candidates already in the index are compared all at once; this batch's own kept
+            # records (`local`) are few and depend on the decisions, so they are walked in order.
+            t_seq, t_cnt, t_band = (a.tolist() for a in store.best_twins(values, keys, thr))
+            local: dict[int, list[int]] = {}  # band key -> batch indexes of this batch's kept records
             klist = keys.tolist()
             kept: list[int] = []
+            width = values.shape[1]
         for i, (rec, pos) in enumerate(batch):
             rid, seq = rec["id"], first + i
             if self.near is not None:
-                ks, base = klist[i], i * b
-                bands = []
-                for j, k in enumerate(ks):
-                    m, lo = members[base + j], local.get(k)
-                    if m or lo:
-                        bands.append(m + lo if lo else m)
-                if bands:
-                    twin = store.best_twin(values[i], bands, self.cfg.dedup.threshold)
-                    if twin is not None:
-                        self.drop("near_duplicates", rid, pos, store.name(twin))
-                        continue
+                ks = klist[i]
+                twin, cnt, bd = t_seq[i], t_cnt[i], t_band[i]
+                if local:
+                    seen: set[int] = set()
+                    for j, k in enumerate(ks):
+                        for li in local.get(k, ()):
+                            if li in seen:
+                                continue
+                            seen.add(li)
+                            c = int(np.count_nonzero(values[li] == values[i]))
+                            # (most equal values, then lowest (band, seq)): the index's walk order
+                            if c / width >= thr and (twin < 0 or c > cnt or (c == cnt and (j, first + li) < (bd, twin))):
+                                twin, cnt, bd = first + li, c, j
+                if twin >= 0:
+                    self.drop("near_duplicates", rid, pos, store.name(twin))
+                    continue
                 kept.append(i)
                 for k in ks:
-                    local.setdefault(k, []).append(seq)
+                    local.setdefault(k, []).append(i)
             holdout = rid in self.golden_ids or in_holdout(rid, self.cfg.holdout_fraction)
             if rid in self.golden_ids:
                 self.golden_seen.add(rid)
@@ -270,10 +279,19 @@ def _ingest(cfg: IngestConfig, work: Path, outs: dict, emit_train: Emit, emit_ho
 
 
 def run_ingest(cfg: IngestConfig, rd: RunDir) -> dict:
-    """Run the ingest stage into `rd`; returns the counts (also in the run manifest)."""
+    """Run the ingest stage into `rd`; returns the counts (also in the run manifest). An
+    incremental run holds its source's state lock throughout (workers sharing the state take
+    turns; ingest/state.py)."""
+    state = IngestState(state_dir(cfg, rd))
+    if not cfg.window.incremental:
+        return _run_ingest(cfg, rd, state)
+    with state.lock():
+        return _run_ingest(cfg, rd, state)
+
+
+def _run_ingest(cfg: IngestConfig, rd: RunDir, state: IngestState) -> dict:
     t0 = time.time()
     source = describe(cfg.source)
-    state = IngestState(state_dir(cfg, rd))
     incremental = cfg.window.incremental
     watermark = state.watermark() if incremental else None
     # A full read re-derives the same holdout from the id hashes; only windowed runs, which

@@ -38,7 +38,7 @@ def rank(rid: str) -> int:
 
 def prompt_text(rec: dict) -> str:
     """What a prompt is about: its non-system turns (the shared system prompt says nothing)."""
-    return "\n".join(m["content"] for m in rec["messages"] if m["role"] != "system")
+    return "\n".join(m["content"] or "" for m in rec["messages"] if m["role"] != "system")  # None: a turn that only calls tools
 
 
 def _records(rd: RunDir) -> Iterator[dict]:

@@ -8,12 +8,22 @@ of the source config (secrets masked), so two log sources never share a watermar
 Both are used by incremental runs only (window.incremental): a full read derives the same
 holdout from the id hashes by itself. State is only written after a run's outputs are, so a
 failed run leaves it untouched.
+
+Workers that share the state directory (a nightly deployment picked up by whichever Prefect
+worker is free) take turns on it: an incremental run holds an exclusive lock on
+<state_dir>/<source_key>.lock (flock; released by the kernel if the worker dies) from reading
+the watermark to saving it, so a second worker started on the same source waits and then
+reads only what the first did not. Different sources have different keys and never wait.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
+import sys
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,6 +53,27 @@ def source_key(cfg: IngestConfig) -> str:
 class IngestState:
     def __init__(self, root: Path):
         self.root = root
+
+    @contextmanager
+    def lock(self):
+        """Hold this source's state for one incremental run (blocks while another worker has it)."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.with_name(self.root.name + ".lock"), "a+") as f:  # beside the state: not part of it
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another worker"
+                print(f"ingest: waiting for {self.root} (held by {holder})", file=sys.stderr, flush=True)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"{socket.gethostname()}:{os.getpid()}\n")
+            f.flush()
+            try:
+                yield self
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     @property
     def watermark_path(self) -> Path:

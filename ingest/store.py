@@ -103,7 +103,9 @@ class DedupStore:
         self._hv_width = num_perm * 4
         self._hv_n = 0
         self._hv_cache = np.zeros((hv_cache, num_perm), dtype=np.uint32)
-        self._hv_slot: dict[int, int] = {}
+        self._slot_of = np.full(0, -1, dtype=np.int32)    # seq -> row of _hv_cache, -1: not cached
+        self._slot_seqs = np.zeros(hv_cache, dtype=np.int64)  # row -> seq (to forget them on a refill)
+        self._hv_used = 0
 
     @staticmethod
     def _empty() -> dict:
@@ -153,22 +155,34 @@ class DedupStore:
         return row[0] if row else None
 
     # -- LSH bands ----------------------------------------------------------------------
-    def bucket_members(self, keys: np.ndarray) -> list[list[int]]:
-        """For each uint64 band key, the seqs already in that bucket, oldest first."""
-        out: list[list[int]] = [[] for _ in range(len(keys))]
+    def bucket_pairs(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (i, seq) with seq in the bucket of uint64 band key keys[i]: two int64 arrays.
+
+        Popular buckets hold hundreds of members, so members cross from SQLite as one
+        group_concat string per bucket, parsed by numpy: no Python object per member."""
         maybe = np.flatnonzero(self.bloom.test_many(keys))
-        if len(maybe):
-            ks = keys[maybe].view(np.int64).tolist()
-            self.probes += len(ks)
-            found: dict[int, list[int]] = {}
-            rows = self._r.execute("SELECT j.value, l.seq FROM json_each(?) j JOIN lsh l ON l.k = j.value ORDER BY l.k, l.seq",
-                                   (orjson.dumps(ks),)).fetchall()
-            for k, seq in rows:
-                found.setdefault(k & _M64, []).append(seq)
-            for i in maybe.tolist():
-                k = int(keys[i])
-                out[i] = found.get(k, []) + self._inflight["lsh"].get(k, []) + self._pending["lsh"].get(k, [])
-        return out
+        if not len(maybe):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        ks = keys[maybe].view(np.int64).tolist()
+        self.probes += len(ks)
+        rows = self._r.execute("SELECT j.key, count(*), group_concat(l.seq) FROM json_each(?) j JOIN lsh l ON l.k = j.value "
+                               "GROUP BY j.key", (orjson.dumps(ks),)).fetchall()
+        qs, counts, texts = [], [], []
+        for j, c, t in rows:
+            qs.append(maybe[j])
+            counts.append(c)
+            texts.append(t)
+        for buf in (self._inflight["lsh"], self._pending["lsh"]):
+            if buf:
+                for q, k in zip(maybe.tolist(), keys[maybe].tolist()):
+                    if (m := buf.get(k)) is not None:
+                        qs.append(q)
+                        counts.append(len(m))
+                        texts.append(",".join(map(str, m)))
+        if not qs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        seqs = np.fromstring(",".join(texts), dtype=np.int64, sep=",")
+        return np.repeat(np.array(qs, dtype=np.int64), counts), seqs
 
     def add_bands(self, keys: np.ndarray, seqs: list[int]) -> None:
         """Index records: row i of the (n, bands) uint64 `keys` belongs to seqs[i]."""
@@ -191,21 +205,33 @@ class DedupStore:
         self._hv_n += len(values)
         return first
 
-    def cached_minhashes(self, seqs: list[int]) -> np.ndarray:
+    def cached_minhashes(self, seqs) -> np.ndarray:
         """minhashes() through a bounded cache: LSH candidates repeat (a popular bucket's members
-        are compared with every record that lands in it), so most are read once."""
-        slot = self._hv_slot
-        missing = [s for s in seqs if s not in slot]
-        if missing:
-            if len(slot) + len(missing) > len(self._hv_cache):
-                if len(seqs) > len(self._hv_cache):
-                    return self.minhashes(seqs)
-                slot.clear()  # start over (the hot members come back at once)
-                missing = list(seqs)
-            first = len(slot)
-            self._hv_cache[first:first + len(missing)] = self.minhashes(missing)
-            slot.update(zip(missing, range(first, first + len(missing))))
-        return self._hv_cache[[slot[s] for s in seqs]]
+        are compared with every record that lands in it), so most are read once. The slot of a
+        seq is looked up in an int32 array by seq (4 bytes a record, the one per-record cost)."""
+        seqs = np.asarray(seqs, dtype=np.int64)
+        if len(self._slot_of) < self._hv_n:
+            grown = np.full(max(self._hv_n, 2 * len(self._slot_of)), -1, dtype=np.int32)
+            grown[:len(self._slot_of)] = self._slot_of
+            self._slot_of = grown
+        slots = self._slot_of[seqs]
+        miss = slots < 0
+        if miss.any():
+            missing = np.unique(seqs[miss])
+            cap = len(self._hv_cache)
+            if len(missing) > cap:
+                return self.minhashes(seqs.tolist())
+            if self._hv_used + len(missing) > cap:  # start over (the hot members come back at once)
+                self._slot_of[self._slot_seqs[:self._hv_used]] = -1
+                self._hv_used = 0
+                missing = np.unique(seqs)
+            first = self._hv_used
+            self._hv_cache[first:first + len(missing)] = self.minhashes(missing.tolist())
+            self._slot_of[missing] = np.arange(first, first + len(missing), dtype=np.int32)
+            self._slot_seqs[first:first + len(missing)] = missing
+            self._hv_used += len(missing)
+            slots = self._slot_of[seqs]
+        return self._hv_cache[slots]
 
     def minhashes(self, seqs: list[int]) -> np.ndarray:
         self._hv.flush()
@@ -213,17 +239,31 @@ class DedupStore:
         buf = b"".join(os.pread(self._hv_fd, w, s * w) for s in seqs)
         return np.frombuffer(buf, dtype=np.uint32).reshape(len(seqs), w // 4)
 
-    def best_twin(self, hv: np.ndarray, bands: list[list[int]], threshold: float) -> int | None:
-        """The candidate (seq) most similar to `hv` at or above `threshold`; the first seen wins
-        ties (bands in order, each bucket oldest first: the in-memory index's order)."""
-        seen = list(dict.fromkeys(s for members in bands for s in members))
-        if not seen:
-            return None
-        sims = np.count_nonzero(self.cached_minhashes(seen) == hv, axis=1) / len(hv)
-        best, best_sim = None, 0.0
-        for s, sim in zip(seen, sims.tolist()):
-            if sim >= threshold and sim > best_sim:
-                best, best_sim = s, sim
+    def best_twins(self, values: np.ndarray, keys: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each row i of `values` with band keys keys[i] (n, bands): the indexed record
+        most similar to it at or above `threshold`, as three arrays (seq, or -1 for none; its
+        count of equal values; the first band it shares). Ties go to the candidate found
+        first walking the bands in order and each bucket oldest first (the in-memory index's
+        order): the lowest (band, seq). Compared all at once: no Python step per candidate."""
+        n, b = keys.shape
+        best = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        q, seqs = self.bucket_pairs(keys.ravel())
+        if not len(seqs):
+            return best
+        rec, band = q // b, q % b
+        counts = np.empty(len(seqs), dtype=np.int64)
+        step = max(1, 1_000_000 // values.shape[1])  # bounds the temporary arrays
+        for lo in range(0, len(seqs), step):
+            hi = lo + step
+            counts[lo:hi] = np.count_nonzero(self.cached_minhashes(seqs[lo:hi]) == values[rec[lo:hi]], axis=1)
+        ok = counts / values.shape[1] >= threshold  # the float test best_twin always made
+        if ok.any():
+            rec, band, seqs, counts = rec[ok], band[ok], seqs[ok], counts[ok]
+            order = np.lexsort((seqs, band, -counts, rec))  # per record: most equal values, then lowest (band, seq)
+            rec, band, seqs, counts = rec[order], band[order], seqs[order], counts[order]
+            first = np.flatnonzero(np.r_[True, rec[1:] != rec[:-1]])
+            i = rec[first]
+            best[0][i], best[1][i], best[2][i] = seqs[first], counts[first], band[first]
         return best
 
     # -- writing ------------------------------------------------------------------------
@@ -247,9 +287,12 @@ class DedupStore:
 
     def _write(self, buf: dict) -> None:
         try:
-            exact = [[signed(k), r] for k, r in buf["exact"].items()]
-            ids = [[signed(k), r, p] for k, (r, p) in buf["ids"].items()]
-            lsh = [[signed(k), s] for k, seqs in buf["lsh"].items() for s in seqs]
+            # In key order: random keys into a B-tree bigger than the page cache touch each leaf
+            # page many times (evicted, re-read, rewritten); in order, about once per flush.
+            ex, idb, lb = buf["exact"], buf["ids"], buf["lsh"]
+            exact = [[signed(k), ex[k]] for k in sorted(ex)]
+            ids = [[signed(k), *idb[k]] for k in sorted(idb)]
+            lsh = [[signed(k), s] for k in sorted(lb) for s in lb[k]]
             names = list(buf["names"].items())
             w = self._w
             w.execute("BEGIN")

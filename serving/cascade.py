@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from core.toolcalls import render_messages
 from student.serve import StudentServer, _Handler, _Server
 
 ANSWERED_BY = "X-Distill-Answered-By"
@@ -80,14 +81,18 @@ class CascadeRouter:
             self.counts[key] += 1
             self.teacher_cost_usd += cost
 
-    def ask_teacher(self, messages: list[dict], body: dict) -> tuple[dict | None, str | None]:
-        """(teacher record, None) on an answer, (None, why) when there is none to give."""
+    def ask_teacher(self, messages: list[dict], body: dict, tools: list[dict] | None = None) -> tuple[dict | None, str | None]:
+        """(teacher record, None) on an answer (text and/or canonical `tool_calls`), (None, why)
+        when there is none to give. The request's tools and tool_choice go to the teacher as the
+        replay sends them (the same ledger key)."""
         if self.teacher is None or self._loop is None:
             return None, "no teacher configured"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or self.max_tokens
         temperature = body.get("temperature")
-        coro = self.teacher.complete(self.teacher_messages(messages), temperature=self.temperature if temperature is None else float(temperature),
-                                     max_tokens=int(max_tokens))
+        extra = {"tools": tools, **({"tool_choice": body["tool_choice"]} if body.get("tool_choice") is not None else {})} if tools else None
+        coro = self.teacher.complete(render_messages(self.teacher_messages(messages)),
+                                     temperature=self.temperature if temperature is None else float(temperature),
+                                     max_tokens=int(max_tokens), extra=extra)
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             rec = fut.result(timeout=self.teacher_timeout_s)
@@ -96,16 +101,21 @@ class CascadeRouter:
             return None, f"teacher did not answer within {self.teacher_timeout_s:g} s"
         except Exception as e:  # TeacherUnreachable, a rejected key, ...: the student answers instead
             return None, f"{type(e).__name__}: {str(e)[:300]}"
-        if rec is None or rec.get("status") != "ok" or rec.get("response") is None:
+        if rec is None or rec.get("status") != "ok" or (rec.get("response") is None and not rec.get("tool_calls")):
             return None, (rec or {}).get("error") or "teacher returned no answer"
         return rec, None
 
-    def log_forwarded(self, messages: list[dict], answer: str, *, confidence: float | None, student_answer: str | None) -> None:
+    def log_forwarded(self, messages: list[dict], answer: str | None, *, confidence: float | None, student_answer: str | None,
+                      tool_calls: list[dict] | None = None, tools: list[dict] | None = None, tool_choice: Any = None) -> None:
         """One line in the chat-log shape ingest's jsonl source reads (the answer is the final
-        assistant turn); O_APPEND + one write per line, so concurrent handlers never interleave."""
+        assistant turn, with its tool calls; the request's tools beside the messages); O_APPEND +
+        one write per line, so concurrent handlers never interleave."""
         if self.forward_log is None:
             return
-        row = {"id": f"cascade-{uuid.uuid4().hex}", "messages": [*messages, {"role": "assistant", "content": answer}],
+        last = {"role": "assistant", "content": answer, **({"tool_calls": tool_calls} if tool_calls else {})}  # canonical
+        turns = render_messages([*messages, last])
+        row = {"id": f"cascade-{uuid.uuid4().hex}", "messages": turns,
+               **({"tools": tools} if tools else {}), **({"tool_choice": tool_choice} if tools and tool_choice is not None else {}),
                "model": self.teacher_model, "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
                "metadata": {"source": "cascade", "confidence": confidence, "threshold": self.threshold, "student_answer": student_answer}}
         line = json.dumps(row, ensure_ascii=False) + "\n"
@@ -142,7 +152,7 @@ class _CascadeHandler(_Handler):
         router.count("requests")
         t0 = time.perf_counter()
         try:
-            text, p_tok, c_tok, conf = srv.batcher.submit(messages).result(timeout=srv.request_timeout_s)
+            text, p_tok, c_tok, conf = srv.batcher.submit(messages, self.tools).result(timeout=srv.request_timeout_s)
         except Exception as e:  # the student failed: the teacher can still answer
             text, p_tok, c_tok, conf, student_error = None, 0, 0, None, f"{type(e).__name__}: {e}"
             router.count("student_error")
@@ -153,24 +163,27 @@ class _CascadeHandler(_Handler):
             router.count("student")
             return self._answer(body, text, p_tok, c_tok, srv.model_name, "student", info, t0)
         router.count("forwarded")
-        rec, why = router.ask_teacher(messages, body)
+        rec, why = router.ask_teacher(messages, body, self.tools)
         if rec is not None:
             router.count("teacher", rec.get("cost_usd") or 0.0)
-            router.log_forwarded(messages, rec["response"], confidence=conf, student_answer=text)
-            return self._answer(body, rec["response"], rec.get("prompt_tokens", 0), rec.get("completion_tokens", 0), router.teacher_model,
-                                "teacher", info, t0)
+            calls = rec.get("tool_calls") or None
+            router.log_forwarded(messages, rec["response"], confidence=conf, student_answer=text, tool_calls=calls,
+                                 tools=self.tools, tool_choice=body.get("tool_choice"))
+            return self._answer(body, rec["response"] or "", rec.get("prompt_tokens", 0), rec.get("completion_tokens", 0),
+                                router.teacher_model, "teacher", info, t0, answer=(rec["response"], calls))
         if text is None:  # neither could answer: say both reasons (a 502 with a body, not an empty 500)
             return self._error(502, f"student failed ({student_error}) and the teacher did not answer ({why})", "server_error")
         router.count("student-fallback")
         self._answer(body, text, p_tok, c_tok, srv.model_name, "student-fallback", {**info, "fallback": True, "teacher_error": why}, t0)
 
-    def _answer(self, body: dict, text: str, p_tok: int, c_tok: int, model: str, by: str, info: dict, t0: float) -> None:
+    def _answer(self, body: dict, text: str, p_tok: int, c_tok: int, model: str, by: str, info: dict, t0: float,
+                answer: tuple[str | None, list[dict] | None] | None = None) -> None:
         ms = round((time.perf_counter() - t0) * 1000, 3)
         headers = {ANSWERED_BY: by}
         if info.get("confidence") is not None:
             headers["X-Distill-Confidence"] = f"{info['confidence']:.6f}"
         extra = {"distill": {"answered_by": by, "fallback": by == "student-fallback", **info}, "latency_ms": ms}
-        self._respond(body, text, p_tok, c_tok, model=model, extra=extra, headers=headers)
+        self._respond(body, text, p_tok, c_tok, model=model, extra=extra, headers=headers, answer=answer)
 
 
 class _CascadeHTTPServer(_Server):

@@ -19,7 +19,8 @@ class Example:
 
     id: str
     messages: Messages  # the prompt as sent to the teacher (no final assistant turn)
-    target: str  # the teacher's response text, exactly
+    target: str  # the teacher's response text, exactly (with tool calls: student/toolcall_format.answer_text)
+    tools: list[dict] | None = None  # the tools the request declared (canonical, core/toolcalls.py), if any
 
 
 class TrainableStudent(Protocol):

@@ -82,6 +82,15 @@ class CausalLMStudent:
             "max_new_tokens": cfg.max_new_tokens, "generate_batch_size": cfg.generate_batch_size,
             "prompt_tokens_saved_per_request": round(prompt_tokens_saved(tok, sample), 2) if cfg.bake_system_prompt else 0.0,
         }
+        from student.toolcall_lm import tool_format_for, uses_tools
+
+        if uses_tools(examples):  # tools in the prompt, calls in the answer (student/toolcall_format.py)
+            tf = tool_format_for(tok, fmt, examples, cfg.bake_system_prompt)
+            meta["tool_format"] = tf.to_dict()
+            if cfg.bake_system_prompt:  # a baked fixed tool list is saved too, not only the system prompt
+                from student.toolcall_lm import prompt_tokens_saved_with_tools
+
+                meta["prompt_tokens_saved_per_request"] = round(prompt_tokens_saved_with_tools(tf, tok, examples[:200]), 2)
         return cls(model, tok, meta)
 
     # ------------------------------------------------------------------ training (TRL's SFTTrainer)
@@ -98,8 +107,14 @@ class CausalLMStudent:
         from student.lm_trainer import train_sft
 
         m = self.meta
-        tr, tr_stats = encode_all(self.tok, self.fmt, train, m["max_seq_length"], m["bake_system_prompt"])
-        va, va_stats = encode_all(self.tok, self.fmt, val, m["max_seq_length"], m["bake_system_prompt"])
+        if self.tool_format is not None:
+            from student.toolcall_lm import encode_rows
+
+            tr, tr_stats = encode_rows(self.tool_format, self.tok, self.fmt, train, m["max_seq_length"], m["bake_system_prompt"])
+            va, va_stats = encode_rows(self.tool_format, self.tok, self.fmt, val, m["max_seq_length"], m["bake_system_prompt"])
+        else:
+            tr, tr_stats = encode_all(self.tok, self.fmt, train, m["max_seq_length"], m["bake_system_prompt"])
+            va, va_stats = encode_all(self.tok, self.fmt, val, m["max_seq_length"], m["bake_system_prompt"])
         self.model, hist = train_sft(self.model, self.tok, tr, va, cfg, ckpt_dir, fingerprint, progress)
         m["encode_stats"] = {"train": tr_stats, "val": va_stats}
         return {**hist, "encode_stats": m["encode_stats"]}
@@ -171,6 +186,13 @@ class CausalLMStudent:
 
         m = self.meta
         m["output_schema"], m["constrained_decoding"], self._constraint = schema, "off", None
+        if self.tool_format is not None:  # answers are text or <tool_call> blocks: grammars from each request's tools
+            if mode == "off" or self.tool_format.mode != "json":
+                m["constrained_note"] = "off" + (" (causal_lm.constrained_decoding=off)" if mode == "off" else " (the template's own tool format)")
+                return {"constrained_decoding": "off", "note": m["constrained_note"]}
+            m["constrained_decoding"] = "tools"
+            m["constrained_note"] = "on (llguidance: calls name a declared tool, arguments follow its schema; text otherwise)"
+            return {"constrained_decoding": "tools", "note": m["constrained_note"]}
         if mode == "off":
             m["constrained_note"] = "off (causal_lm.constrained_decoding=off)"
             return {"constrained_decoding": "off", "note": m["constrained_note"]}
@@ -195,6 +217,12 @@ class CausalLMStudent:
     def constraint(self) -> Any:
         """The SchemaConstraint predict() decodes under, or None (off / no schema)."""
         m = self.meta
+        if m.get("constrained_decoding") == "tools":
+            if self._constraint is None:
+                from student.constrained import ToolCallConstraint
+
+                self._constraint = ToolCallConstraint(self.tok, self.fmt.eot_id, self._n_vocab())
+            return self._constraint
         if m.get("constrained_decoding") != "on" or not m.get("output_schema"):
             return None
         if self._constraint is None:
@@ -208,13 +236,53 @@ class CausalLMStudent:
         return int(self.model.get_output_embeddings().weight.shape[0])  # the logits' width
 
     # ------------------------------------------------------------------ inference
-    def predict(self, batch: list[Messages]) -> list[str]:
-        m = self.meta
-        convs = [bake_messages(msgs, m.get("bake_system_prompt", False)) for msgs in batch]
-        return generate(self.model, self.tok, self.fmt, convs, m.get("max_new_tokens", 128),
-                        m.get("max_seq_length", 256), m.get("generate_batch_size", 16), constraint=self.constraint())
+    @property
+    def tool_format(self) -> Any:
+        """The ToolFormat (student/toolcall_format.py) when the student was trained with tools, else None."""
+        from student.toolcall_format import ToolFormat
 
-    def predict_scored(self, batch: list[Messages], score: str | None = None) -> list[tuple[str, float]]:
+        d = self.meta.get("tool_format")
+        return ToolFormat.from_dict(d) if d else None
+
+    @property
+    def accepts_tools(self) -> bool:
+        return "tool_format" in self.meta
+
+    def decode_answer(self, text: str) -> tuple[str | None, list[dict] | None]:
+        """(content, calls) of one predict() answer (canonical answer text)."""
+        from student.toolcall_format import split_answer
+
+        return split_answer(text) if self.accepts_tools else (text, None)
+
+    def _convs(self, batch: list[Messages], tools: Any = None) -> list[Any]:
+        """What generate() renders: baked messages, or (tool students) the prompt text with tools."""
+        bake = self.meta.get("bake_system_prompt", False)
+        tf = self.tool_format
+        if tf is None:
+            return [bake_messages(msgs, bake) for msgs in batch]
+        from student.toolcall_lm import tools_per_row
+
+        return [tf.prompt(self.tok, bake_messages(msgs, bake), t) for msgs, t in zip(batch, tools_per_row(tools, len(batch)))]
+
+    def _generate(self, convs: list[Any], scores: list[dict] | None = None, tools: Any = None) -> list[str]:
+        m = self.meta
+        c = self.constraint()
+        grammars = None
+        if c is not None and hasattr(c, "grammars"):  # per-row tool grammars: the request's tools, else the fixed list
+            from student.toolcall_lm import tools_per_row
+
+            fixed = self.tool_format.fixed
+            grammars = c.grammars([t or fixed for t in tools_per_row(tools, len(convs))])
+        out = generate(self.model, self.tok, self.fmt, convs, m.get("max_new_tokens", 128), m.get("max_seq_length", 256),
+                       m.get("generate_batch_size", 16), scores=scores, constraint=c, grammars=grammars)
+        tf = self.tool_format
+        return [tf.canonical(t) for t in out] if tf is not None else out
+
+    def predict(self, batch: list[Messages], tools: Any = None) -> list[str]:
+        """Answers in order; `tools`: the tools each request declares (one list for all, or one per row)."""
+        return self._generate(self._convs(batch, tools), tools=tools)
+
+    def predict_scored(self, batch: list[Messages], score: str | None = None, tools: Any = None) -> list[tuple[str, float]]:
         """predict()'s answers, each with a confidence in [0, 1] from its answer tokens' log-probs
         (end-of-turn included: the decision to stop is part of the answer). `score`: "mean"
         (default) or "min" token log-prob, or "sum" (the sequence log-prob); with a calibration
@@ -226,10 +294,8 @@ class CausalLMStudent:
         m = self.meta
         cal = m.get("calibration")
         key = score or (cal or {}).get("score", "mean")
-        convs = [bake_messages(msgs, m.get("bake_system_prompt", False)) for msgs in batch]
         scores: list[dict] = []
-        texts = generate(self.model, self.tok, self.fmt, convs, m.get("max_new_tokens", 128),
-                         m.get("max_seq_length", 256), m.get("generate_batch_size", 16), scores=scores, constraint=self.constraint())
+        texts = self._generate(self._convs(batch, tools), scores, tools)
         raw = [sc[key] for sc in scores]
         conf = platt(raw, cal) if cal and cal.get("score") == key else [math.exp(min(0.0, r)) for r in raw]
         return [(t, float(c)) for t, c in zip(texts, conf)]
@@ -241,10 +307,9 @@ class CausalLMStudent:
         from student.calibration import ece, fit_platt, platt
 
         val = val[:max_examples]
-        m, scores = self.meta, []
-        texts = generate(self.model, self.tok, self.fmt, [bake_messages(e.messages, m.get("bake_system_prompt", False)) for e in val],
-                         m.get("max_new_tokens", 128), m.get("max_seq_length", 256), m.get("generate_batch_size", 16), scores=scores,
-                         constraint=self.constraint())
+        scores: list[dict] = []
+        vt = [getattr(e, "tools", None) for e in val]
+        texts = self._generate(self._convs([e.messages for e in val], vt), scores, vt)
         raw = [sc[score] for sc in scores]
         correct = [t == e.target for t, e in zip(texts, val)]
         fit = fit_platt(raw, correct)
@@ -255,8 +320,8 @@ class CausalLMStudent:
         return cal
 
 
-def generate(model, tok, fmt: ChatFormat, convs: list[Messages], max_new_tokens: int, max_prompt: int, batch_size: int,
-             scores: list[dict] | None = None, constraint: Any = None) -> list[str]:
+def generate(model, tok, fmt: ChatFormat, convs: list[Messages | str], max_new_tokens: int, max_prompt: int, batch_size: int,
+             scores: list[dict] | None = None, constraint: Any = None, grammars: list | None = None) -> list[str]:
     """Greedy, batched (left padding; conversations grouped by length), stops at end-of-turn.
     `scores`, when given, is filled in input order with {"mean", "min", "sum", "tokens"} of the
     generated answer tokens' log-probs (up to and including the end-of-turn token), from the
@@ -265,7 +330,7 @@ def generate(model, tok, fmt: ChatFormat, convs: list[Messages], max_new_tokens:
     import torch
     from transformers import LogitsProcessorList
 
-    ids = [tok(render_prompt(tok, c), add_special_tokens=False)["input_ids"][-max_prompt:] for c in convs]
+    ids = [tok(c if isinstance(c, str) else render_prompt(tok, c), add_special_tokens=False)["input_ids"][-max_prompt:] for c in convs]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[str] = [""] * len(ids)
     row_scores: list[dict] = [{}] * len(ids)
@@ -284,7 +349,8 @@ def generate(model, tok, fmt: ChatFormat, convs: list[Messages], max_new_tokens:
             gen = model.generate(input_ids=x.to(model.device), attention_mask=mask.to(model.device), do_sample=False, max_new_tokens=max_new_tokens,
                                  eos_token_id=fmt.eot_id, pad_token_id=pad, output_logits=scores is not None,
                                  return_dict_in_generate=scores is not None,
-                                 logits_processor=LogitsProcessorList([constraint.processor(len(idx))] if constraint else []))
+                                 logits_processor=LogitsProcessorList([constraint.processor(len(idx), [grammars[i] for i in idx] if grammars else None)]
+                                                                      if constraint else []))
             seqs = gen.sequences if scores is not None else gen
             if scores is not None:  # raw logits per step: the model's own distribution, before any processor
                 steps = seqs[:, n:]
@@ -307,7 +373,9 @@ def generate(model, tok, fmt: ChatFormat, convs: list[Messages], max_new_tokens:
 
 
 def _examples(rows: list[dict]) -> list[Example]:
-    return [Example(str(r.get("id") or stable_hash(r["messages"])), r["messages"], r["response"]) for r in rows]
+    from student.toolcall_format import row_answer_text
+
+    return [Example(str(r.get("id") or stable_hash(r["messages"])), r["messages"], row_answer_text(r), r.get("tools")) for r in rows]
 
 
 # ---------------------------------------------------------------------- few-shot baseline

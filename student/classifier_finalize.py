@@ -36,11 +36,8 @@ class FinalizeMixin:
 
         self.calibration = None
         zv, lv, yv = self._embed_examples(val)
-        memory = None
-        if self.knn and self.memory is not None:
-            mem, labels = self.memory
-            memory = (mem[:n_train], {f: labels[f][:n_train] for f in self.vocab})
-        probs = self.field_probs(lv, zv, memory)
+        with self.against_training_rows(n_train):
+            probs = self.field_probs(lv, zv)
         self.calibration = fit_field_temperatures({f: p.float().cpu().numpy() for f, p in probs.items()},
                                                   {f: y.cpu().numpy() for f, y in yv.items()})
         return self.calibration

@@ -9,11 +9,11 @@ Importing this module pulls pydantic only (no torch): the root config imports it
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
-from core.base import PathField, StrictModel
+from core.base import PathField, StrictModel, kind_union
 
 
 class LoraConfig(StrictModel):
@@ -72,6 +72,7 @@ class CausalLMOptions(StrictModel):
     cache_dir: str | None = PathField(None, description="Where the bundled GGUF model is converted to safetensors once; None = $DISTILL_CACHE_DIR or ~/.cache/distill.")
     constrained_decoding: Literal["auto", "on", "off"] = Field("auto", description="Generate under the answers' JSON schema (llguidance token masks), so answers that do not parse or break the schema (missing keys, out-of-enum values) cannot be produced; only max_new_tokens can still cut one. auto = when the run has a usable schema (json_schema below, else the one the filter inferred), on = require one, off = free decoding. Kept in student.json, so eval and serving decode the same way.")
     json_schema: str | None = PathField(None, "JSON Schema file the answers follow, for constrained decoding (usually the file filter.json_schema names); None = the schema the filter stage inferred, if any.")
+    serve_engine: Literal["auto", "hf", "llamacpp"] = Field("auto", description="Engine every server of the model runs (recorded in student.json; `distill serve --engine` overrides): hf = transformers; llamacpp = llama.cpp on the student's GGUF export (llama-cpp-python; student/llamacpp.py); auto = llamacpp when it is installed and its answers on (up to 128) validation examples agree with the teacher within 0.2 points of hf's, else hf.")
 
 
 class ClassifierStudentConfig(ClassifierOptions, SharedStudentConfig):  # field order: shared, options, kind
@@ -109,21 +110,8 @@ class AutoStudentConfig(SharedStudentConfig):
         return _CONCRETE[kind](kind=kind, **shared, **dict(getattr(self, kind)))
 
 
-def _student_kind(v: Any) -> str:
-    if isinstance(v, dict):
-        return v.get("kind", "auto")
-    return getattr(v, "kind", "auto")
-
-
-StudentConfig = Annotated[
-    Union[
-        Annotated[AutoStudentConfig, Tag("auto")],
-        Annotated[ClassifierStudentConfig, Tag("classifier")],
-        Annotated[CausalLMStudentConfig, Tag("causal_lm")],
-    ],
-    Discriminator(_student_kind, custom_error_type="unknown_student_kind",
-                  custom_error_message="student.kind must be one of auto, classifier, causal_lm"),
-]
+StudentConfig = kind_union("student", "auto", {"auto": AutoStudentConfig, "classifier": ClassifierStudentConfig,
+                                                "causal_lm": CausalLMStudentConfig})
 """The `student` section type (the root config's field): one of the three variants above."""
 
 AnyStudentConfig = Union[AutoStudentConfig, ClassifierStudentConfig, CausalLMStudentConfig]

@@ -115,13 +115,16 @@ class SchemaConstraint:
         """What the mask cannot say, applied to a decoded answer (uniqueItems)."""
         return unique_items(text, self.schema, self.separators)
 
-    def processor(self, rows: int):
+    def processor(self, rows: int, grammars: list[str | None] | None = None):
+        """A LogitsProcessor for `rows` rows: every row under self.grammar, or row i under
+        grammars[i] (None: that row decodes freely)."""
         import torch
         from llguidance import LLMatcher
         from transformers import LogitsProcessor
 
         outer = self
-        matchers = [LLMatcher(self.lltok, self.grammar, log_level=0) for _ in range(rows)]
+        gs = grammars if grammars is not None else [self.grammar] * rows
+        matchers = [LLMatcher(self.lltok, g, log_level=0) if g else None for g in gs]
         failed: set[int] = set()
         shifts = torch.arange(32, dtype=torch.int64)
 
@@ -132,6 +135,8 @@ class SchemaConstraint:
                 import numpy as np
 
                 for i, m in enumerate(matchers):
+                    if m is None:
+                        continue
                     last = int(input_ids[i, -1])
                     if self.started and last == outer.eot_id:
                         continue  # this row has ended: generate pads it from here on
@@ -155,3 +160,52 @@ class SchemaConstraint:
                 return scores
 
         return Mask()
+
+
+def tool_call_grammar(tools: list[dict], allow_text: bool = True) -> str:
+    """The llguidance grammar of an answer to a request declaring `tools`, in the documented
+    format (student/toolcall_format.py): `<tool_call>` + a JSON list of calls, each naming a
+    declared tool with arguments that follow its parameters schema, + `</tool_call>`; or (allow_text)
+    plain text that does not start with "<". Lenient: keywords llguidance lacks are not enforced."""
+    from llguidance import grammar_from
+
+    from core.toolcalls import tool_parameters
+
+    items = [{"type": "object", "properties": {"name": {"const": n}, "arguments": p if p.get("type") == "object" else {"type": "object"}},
+              "required": ["name", "arguments"], "additionalProperties": False} for n, p in tool_parameters(tools).items()]
+    schema = {"type": "array", "minItems": 1, "items": {"anyOf": items},
+              "x-guidance": {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False, "lenient": True}}
+    lark = 'start: "<tool_call>" calls "</tool_call>"' + (" | TEXT" if allow_text else "") + "\ncalls: %json " + json.dumps(schema) + "\n"
+    if allow_text:
+        lark += "TEXT: /[^<][\\s\\S]*/\n"
+    return grammar_from("lark", lark)
+
+
+class ToolCallConstraint(SchemaConstraint):
+    """Per-row grammars from each request's tools (tool_call_grammar); a row without tools decodes freely."""
+
+    def __init__(self, tok, eot_id: int, n_vocab: int) -> None:  # noqa: D107 - no schema: grammars come per row
+        import llguidance.hf
+
+        self.schema, self.separators, self.warnings, self.grammar = None, (", ", ": "), [], None
+        self.lltok = llguidance.hf.from_tokenizer(tok, n_vocab=n_vocab, eos_token=eot_id)
+        self.n_vocab, self.eot_id = n_vocab, eot_id
+        self.errors = 0
+        self._cache: dict[str, str] = {}
+
+    def finish(self, text: str) -> str:
+        return text
+
+    def grammars(self, row_tools: list[list[dict] | None]) -> list[str | None]:
+        from student.toolcall_format import tools_key
+
+        out: list[str | None] = []
+        for t in row_tools:
+            if not t:
+                out.append(None)
+                continue
+            k = tools_key(t)
+            if k not in self._cache:
+                self._cache[k] = tool_call_grammar(t)
+            out.append(self._cache[k])
+        return out

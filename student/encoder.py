@@ -83,10 +83,13 @@ def make_heads(hidden: int, vocab: dict[str, list[str]]):
     return heads
 
 
-def fit_linear(head, X, y, steps: int = 300, weight_decay: float = 1e-4) -> float:
-    """Multinomial logistic regression on fixed features, written straight into `head`."""
+def fit_linear(head, X, y, steps: int = 300, weight_decay: float = 1e-4, loss=None) -> float:
+    """Multinomial logistic regression on fixed features, written straight into `head`; `loss`
+    (logits, y) -> scalar replaces cross-entropy (the set heads pass their per-label BCE). Returns
+    the train accuracy: argmax == y, or for a float multi-label y every label right at logit 0."""
     import torch
 
+    loss = loss or torch.nn.functional.cross_entropy
     mu, sd = X.mean(0), X.std(0).clamp(min=1e-6)
     Xs = (X - mu) / sd  # standardise for a well-conditioned fit, then fold back into W, b
     lin = torch.nn.Linear(X.shape[1], head.out_features, device=X.device)
@@ -94,15 +97,17 @@ def fit_linear(head, X, y, steps: int = 300, weight_decay: float = 1e-4) -> floa
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(lin(Xs), y) + weight_decay * lin.weight.pow(2).sum()
-        loss.backward()
-        return loss
+        value = loss(lin(Xs), y) + weight_decay * lin.weight.pow(2).sum()
+        value.backward()
+        return value
 
     with torch.enable_grad():
         opt.step(closure)
     with torch.no_grad():
         head.weight.copy_(lin.weight / sd)
         head.bias.copy_(lin.bias - (lin.weight * mu / sd).sum(1))
+        if y.is_floating_point():
+            return ((head(X) > 0) == (y > 0.5)).all(-1).float().mean().item()
         return (head(X).argmax(-1) == y).float().mean().item()
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from core.rundir import STUDENT_META
 
 MAX_DROP = 0.002  # 0.2 points of agreement
-PATHS = ("fp32", "int8")
+PATHS = ("fp32", "int8", "onnx")  # onnx: student/onnx_path.py (ONNX Runtime), tried when int8 is refused
 
 
 def recorded(model_dir: str | Path) -> dict[str, Any] | None:
@@ -59,7 +59,21 @@ def apply(student: Any, model_dir: str | Path, choice: str | None = None) -> str
     if choice == "int8" and getattr(student, "kind", None) == "classifier":
         quantize_int8(student)
         return "int8"
+    if choice == "onnx" and getattr(student, "kind", None) == "classifier":
+        from student.onnx_path import use_onnx
+
+        use_onnx(student, model_dir)
+        return "onnx"
     return "fp32"
+
+
+def load_served(model_dir: str | Path) -> Any:
+    """The saved student on the path its servers run (the recorded choice applied)."""
+    from student.kinds import load_student
+
+    st = load_student(model_dir)
+    apply(st, model_dir)
+    return st
 
 
 def _agreement(student: Any, messages: list[list[dict]], targets: list[str]) -> float:
@@ -76,16 +90,6 @@ def _rate(student: Any, messages: list[list[dict]], batch: int = 1, seconds: flo
     return n / (time.perf_counter() - t0)
 
 
-def _train_rows_only(student: Any, n_train: int | None) -> Any:
-    """After finalize, a classifier's kNN memory holds the validation examples too (training rows
-    first): scored against it a val example finds itself, and both paths look ~2 points better
-    than they are - which hid a 1.1-point int8 drop on the Banking77 holdout (93.2 -> 92.1 %)."""
-    memory = getattr(student, "memory", None)
-    if memory is not None and n_train is not None:
-        student.memory = (memory[0][:n_train], {f: y[:n_train] for f, y in memory[1].items()})
-    return student
-
-
 def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str], time_it: bool = False,
            n_train: int | None = None) -> dict[str, Any]:
     """Measure fp32 and int8 on (messages, targets) — the validation split, teacher answers as
@@ -98,21 +102,27 @@ def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str]
         return {"choice": "fp32", "reason": f"no fast path for kind {kind!r}"}
     if not messages:
         return {"choice": "fp32", "reason": "no validation examples to compare on"}
-    fp32 = _train_rows_only(load_student(model_dir), n_train)
-    a32 = _agreement(fp32, messages, targets)
-    r32 = _rate(fp32, messages) if time_it else None
-    int8 = quantize_int8(_train_rows_only(load_student(model_dir), n_train))
-    a8 = _agreement(int8, messages, targets)
-    r8 = _rate(int8, messages) if time_it else None
+    # Both paths score the val examples against the kNN memory's training rows only
+    # (ClassifierStudent.against_training_rows: otherwise a val example finds itself there).
+    fp32 = load_student(model_dir)
+    with fp32.against_training_rows(n_train):
+        a32 = _agreement(fp32, messages, targets)
+        r32 = _rate(fp32, messages) if time_it else None
+    int8 = quantize_int8(load_student(model_dir))
+    with int8.against_training_rows(n_train):
+        a8 = _agreement(int8, messages, targets)
+        r8 = _rate(int8, messages) if time_it else None
     ok = a8 >= a32 - MAX_DROP
-    return {
+    from student.onnx_path import consider
+
+    return consider({
         "choice": "int8" if ok else "fp32",
         "agreement": {"fp32": round(a32, 5), "int8": round(a8, 5)},
         **({"rate_c1_per_s": {"fp32": round(r32, 1), "int8": round(r8, 1)}} if time_it else {}),
         "val_examples": len(messages), "max_drop": MAX_DROP,
         "reason": (f"int8 agreement {a8:.4f} within {MAX_DROP * 100:.1f} points of fp32's {a32:.4f}" if ok
                    else f"int8 agreement {a8:.4f} more than {MAX_DROP * 100:.1f} points below fp32's {a32:.4f}"),
-    }
+    }, model_dir, messages, targets, n_train, _agreement, _rate if time_it else None)
 
 
 def record(model_dir: str | Path, choice: dict[str, Any]) -> None:

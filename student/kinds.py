@@ -33,7 +33,12 @@ def load_student(path: str | Path) -> Any:
     meta_file = path / STUDENT_META
     if not meta_file.is_file():
         raise DistillError(f"{path} is not a saved student (no {STUDENT_META})")
-    kind = json.loads(meta_file.read_text()).get("kind")
+    meta = json.loads(meta_file.read_text())
+    kind = meta.get("kind")
     if kind not in KINDS:
         raise DistillError(f"{meta_file}: unknown student kind {kind!r}")
+    if kind == "classifier" and meta.get("tool_fields"):  # a classifier of tool calls (student/toolcall_shape.py)
+        from student.toolcall_shape import tool_fields_class
+
+        return tool_fields_class().load(path)
     return student_class(kind).load(path)

@@ -16,27 +16,12 @@ def set_loss(logits, y, reduction: str = "mean"):
 
 
 def fit_multilabel(head, X, Y, steps: int = 200, weight_decay: float = 3e-3) -> float:
-    """One-vs-rest logistic regression on fixed features, written into `head` (the warm start).
-    Returns the exact-set accuracy on the fit data at threshold 0.5."""
-    import torch
+    """One-vs-rest logistic regression on fixed features, written into `head` (the warm start):
+    student/encoder.py's fit_linear with the per-label BCE (scaled per label, so the L2 penalty
+    means what it does for a softmax head). Returns the exact-set accuracy on the fit data at 0.5."""
+    from student.encoder import fit_linear
 
-    mu, sd = X.mean(0), X.std(0).clamp(min=1e-6)
-    Xs = (X - mu) / sd
-    lin = torch.nn.Linear(X.shape[1], head.out_features, device=X.device)
-    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = set_loss(lin(Xs), Y) / Y.shape[1] + weight_decay * lin.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    with torch.no_grad():
-        head.weight.copy_(lin.weight / sd)
-        head.bias.copy_(lin.bias - (lin.weight * mu / sd).sum(1))
-        return ((head(X) > 0) == (Y > 0.5)).all(-1).float().mean().item()
+    return fit_linear(head, X, Y, steps=steps, weight_decay=weight_decay, loss=lambda lg, y: set_loss(lg, y) / y.shape[1])
 
 
 def _f1(pred, y) -> float:

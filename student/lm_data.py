@@ -60,23 +60,23 @@ class ChatFormat:
 
 
 def encode_example(tok, fmt: ChatFormat, messages: list[dict], response: str, max_length: int) -> dict:
-    """input_ids/labels for one example, at most `max_length` tokens. The prompt is left-truncated
-    to fit (its end - the latest turns and the generation prompt - matters most). A response that
-    cannot fit on its own is cut (flagged "cut"): rare, and a cut answer still teaches its start."""
+    """input_ids/labels for one example, at most `max_length` tokens (see `fit_ids`)."""
     prompt_ids = tok(render_prompt(tok, messages), add_special_tokens=False)["input_ids"]
-    comp_ids = tok(response, add_special_tokens=False)["input_ids"] + [fmt.eot_id]
+    return fit_ids(prompt_ids, tok(response, add_special_tokens=False)["input_ids"] + [fmt.eot_id], max_length)
+
+
+def fit_ids(prompt_ids: list[int], comp_ids: list[int], max_length: int) -> dict:
+    """Prompt + completion in at most `max_length` tokens, loss on the completion only. The prompt
+    is left-truncated to fit (its end - the latest turns and the generation prompt - matters
+    most). A response that cannot fit on its own is cut (flagged "cut"): rare, and a cut answer
+    still teaches its start."""
     cut = len(comp_ids) > max_length - 8
     if cut:
         comp_ids = comp_ids[: max_length - 8]
     keep = max_length - len(comp_ids)
     truncated = len(prompt_ids) > keep
     prompt_ids = prompt_ids[-keep:] if truncated else prompt_ids
-    return {
-        "input_ids": prompt_ids + comp_ids,
-        "labels": [IGNORE] * len(prompt_ids) + comp_ids,
-        "truncated": truncated,
-        "cut": cut,
-    }
+    return {"input_ids": prompt_ids + comp_ids, "labels": [IGNORE] * len(prompt_ids) + comp_ids, "truncated": truncated, "cut": cut}
 
 
 def encode_all(tok, fmt: ChatFormat, examples: list, max_length: int, bake: bool) -> tuple[list[dict], dict]:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from student.base import Student
-from student.kinds import load_student
 
 
 class _Batcher:
@@ -33,9 +32,9 @@ class _Batcher:
         self.thread = threading.Thread(target=self._run, name="student-batcher", daemon=True)
         self.thread.start()
 
-    def submit(self, messages: list[dict]) -> Future:
+    def submit(self, messages: list[dict], tools: list[dict] | None = None) -> Future:
         fut: Future = Future()
-        self.q.put((messages, fut))
+        self.q.put(((messages, tools), fut))
         return fut
 
     def close(self) -> None:
@@ -58,12 +57,15 @@ class _Batcher:
                     break
                 items.append(nxt)
             try:
+                batch = [m for (m, _), _ in items]
+                # a student trained with tools reads each request's own (student/toolcall_format.py)
+                kw = {"tools": [t for (_, t), _ in items]} if getattr(self.student, "accepts_tools", False) else {}
                 if self.scored:
-                    pairs = self.student.predict_scored([m for m, _ in items])  # type: ignore[attr-defined]
+                    pairs = self.student.predict_scored(batch, **kw)  # type: ignore[attr-defined]
                     outs, confs = [t for t, _ in pairs], [c for _, c in pairs]
                 else:
-                    outs, confs = self.student.predict([m for m, _ in items]), [None] * len(items)
-                prompts = ["\n".join(str(x.get("content") or "") for x in m) for m, _ in items]
+                    outs, confs = self.student.predict(batch, **kw), [None] * len(items)
+                prompts = ["\n".join(str(x.get("content") or "") for x in m) for m in batch]
                 counts = self.count_tokens(prompts + outs)
                 for i, (_, fut) in enumerate(items):
                     fut.set_result((outs[i], counts[i], counts[len(items) + i], confs[i]))
@@ -76,7 +78,7 @@ class _Batcher:
 def _token_counter(student: Any):
     if hasattr(student, "count_tokens"):
         return student.count_tokens
-    tok = getattr(student, "tokenizer", None)
+    tok = getattr(student, "tokenizer", None) or getattr(student, "tok", None)  # the causal LM keeps its tokenizer as .tok
     if tok is not None:
         return lambda texts: [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]
     return lambda texts: [len(t.split()) for t in texts]
@@ -86,6 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: litellm/openai reuse connections
     disable_nagle_algorithm = True
     server: "_Server"
+    tools: list[dict] | None = None  # the current request's tools (canonical), set by do_POST
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # per-request stderr logging costs time on the measured path
@@ -149,39 +152,51 @@ class _Handler(BaseHTTPRequestHandler):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             return self._error(400, "'messages' must be a non-empty list of {role, content} objects")
-        messages = [{"role": m.get("role"), "content": _text(m.get("content"))} for m in messages]
+        try:
+            messages, self.tools = _tool_request(body, messages)
+        except ValueError as e:
+            return self._error(400, str(e))
         self._complete(body, messages)
 
     def _complete(self, body: dict, messages: list[dict]) -> None:
         """Answer a valid request with the student (serving/cascade.py overrides this)."""
         t0 = time.perf_counter()
         try:
-            text, p_tok, c_tok, _ = self.server.batcher.submit(messages).result(timeout=self.server.request_timeout_s)
+            text, p_tok, c_tok, _ = self.server.batcher.submit(messages, self.tools).result(timeout=self.server.request_timeout_s)
         except Exception as e:
             return self._error(500, f"student prediction failed: {type(e).__name__}: {e}", "server_error")
         self._respond(body, text, p_tok, c_tok, extra={"student_latency_ms": round((time.perf_counter() - t0) * 1000, 3)})
 
     def _respond(self, body: dict, text: str, p_tok: int, c_tok: int, *, model: str | None = None, extra: dict | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, answer: tuple[str | None, list[dict] | None] | None = None) -> None:
         """The chat.completion (or its SSE stream, when the request asks) carrying `text`; `extra`
-        adds top-level body fields, `headers` response headers. `model` defaults to the request's."""
+        adds top-level body fields, `headers` response headers. `model` defaults to the request's.
+        `answer`: (content, canonical calls) already decoded (the cascade's teacher answers)."""
         model = model or body.get("model") or self.server.model_name
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         usage = {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}
+        content, calls = answer if answer is not None else self.server.decode_answer(text)
+        if calls and body.get("tool_choice") == "none":  # the client asked for text (not enforced in decoding: the answer as text)
+            content, calls = text, None
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return self._stream(cid, created, model, text, usage if include_usage else None, headers)
+            return self._stream(cid, created, model, content, usage if include_usage else None, headers, calls)
+        from core.toolcalls import assistant_message, finish_reason
+
         self._send_json(200, {
             "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {**assistant_message(content, calls), "refusal": None},
+                         "logprobs": None, "finish_reason": finish_reason(calls)}],
             "usage": usage, "system_fingerprint": self.server.fingerprint, **(extra or {}),
         }, headers)
 
-    def _stream(self, cid: str, created: int, model: str, text: str, usage: dict | None, headers: dict[str, str] | None = None) -> None:
+    def _stream(self, cid: str, created: int, model: str, text: str | None, usage: dict | None, headers: dict[str, str] | None = None,
+                calls: list[dict] | None = None) -> None:
         """SSE over chunked transfer encoding (keep-alive safe): role, content, finish, [usage], [DONE].
-        The whole answer is one content chunk: a classifier has no partial output."""
+        The whole answer is one content chunk: a classifier has no partial output. Tool calls come
+        as OpenAI streams them: per call a delta with its index, id, type and name, then one with
+        its arguments; finish_reason "tool_calls"."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -190,16 +205,40 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": self.server.fingerprint}
-        events = [
-            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]},
-            {**base, "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]},
-            {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]},
-        ]
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        events = [chunk({"role": "assistant", "content": None if calls and not text else ""})]
+        if text:
+            events.append(chunk({"content": text}))
+        if calls:
+            from core.toolcalls import render_tool_calls
+
+            for i, c in enumerate(render_tool_calls(calls)):
+                events.append(chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function", "function": {"name": c["function"]["name"], "arguments": ""}}]}))
+                events.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": c["function"]["arguments"]}}]}))
+        events.append(chunk({}, "tool_calls" if calls else "stop"))
         if usage is not None:
             events.append({**base, "choices": [], "usage": usage})
         payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
         data = payload.encode()
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
+
+
+def _tool_request(body: dict, messages: list[dict]) -> tuple[list[dict], list[dict] | None]:
+    """(the messages as the student reads them, the request's canonical tools or None); ValueError
+    (a 400) naming what is malformed. Assistant tool calls and tool results are kept, canonical
+    (core/toolcalls.py), so a conversation that already called tools reads as it did for the teacher."""
+    from core.toolcalls import ToolCallError, normalize_tool_turns, normalize_tools
+
+    try:
+        tools = normalize_tools(body.get("tools"), body.get("functions"))
+        if not any(m.get("tool_calls") or m.get("function_call") or m.get("role") in ("tool", "function") for m in messages):
+            return [{"role": m.get("role"), "content": _text(m.get("content"))} for m in messages], tools
+        turns = normalize_tool_turns([{**m, "content": m.get("content") if m.get("content") is None else _text(m.get("content"))} for m in messages])
+    except ToolCallError as e:
+        raise ValueError(str(e)) from None
+    return [{k: v for k, v in m.items() if k in ("role", "content", "tool_calls", "tool_call_id", "name")} for m in turns], tools
 
 
 def _text(content: Any) -> str:
@@ -227,6 +266,11 @@ class _Server(ThreadingHTTPServer):
         self.fingerprint = f"fp_{getattr(student, 'kind', 'student')}"
         self.created = int(time.time())
 
+    def decode_answer(self, text: str) -> tuple[str | None, list[dict] | None]:
+        """(content, calls) of a student answer: calls only from a student trained with tools."""
+        dec = getattr(self.batcher.student, "decode_answer", None)
+        return dec(text) if dec is not None and getattr(self.batcher.student, "accepts_tools", False) else (text, None)
+
     def model_card(self) -> dict:
         return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "distill"}
 
@@ -235,11 +279,13 @@ class StudentServer:
     """`with StudentServer(path) as url:` or `.start()` -> "http://127.0.0.1:PORT/v1", `.stop()`."""
 
     def __init__(self, model_path: str | Path, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
-                 model_name: str = "student", num_threads: int | None = None, fast_path: str | None = None):
+                 model_name: str = "student", num_threads: int | None = None, fast_path: str | None = None,
+                 engine: str | None = None):
         self.model_path, self.host, self.port, self.api_key, self.model_name = Path(model_path), host, port, api_key, model_name
+        self.engine = engine  # "hf" | "llamacpp"; None = the engine recorded in student.json (student/engine.py)
         self.num_threads = num_threads  # torch threads; None = auto (idle cores, see student.train.auto_threads)
         self.fast_path = fast_path  # "fp32" | "int8"; None = the choice recorded in student.json (student/fast_path.py)
-        self.served: str | None = None  # what start() loaded: "fp32" or "int8"
+        self.served: str | None = None  # what start() loaded: "fp32", "int8", "onnx" (hf engine) or "llamacpp"
         self.student: Student | None = None
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -262,10 +308,11 @@ class StudentServer:
             # Process-wide, but this process serves the student: a one-query forward gains little
             # from a second thread and an oversubscribed one spins (latency spikes on a busy CPU).
             torch.set_num_threads(self.num_threads or auto_threads())
+            from student.engine import load_served
             from student.fast_path import apply
 
-            self.student = load_student(self.model_path)
-            self.served = apply(self.student, self.model_path, self.fast_path)
+            self.student, engine = load_served(self.model_path, self.engine, self.num_threads or auto_threads())
+            self.served = apply(self.student, self.model_path, self.fast_path) if engine == "hf" else engine
             self.student.predict([[{"role": "user", "content": "warm up"}]])  # first call pays lazy init, not the first request
         self._httpd = self._make_httpd()
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="student-server", daemon=True)
@@ -294,7 +341,7 @@ class StudentServer:
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           allow_unauthenticated: bool = False, model_name: str = "student", num_threads: int | None = None,
-          fast_path: str | None = None) -> None:
+          fast_path: str | None = None, engine: str | None = None) -> None:
     """Blocking server for `distill serve`; Ctrl-C stops it. Without a key it binds only a loopback
     address unless `allow_unauthenticated` says so: a student on 0.0.0.0 answers anyone."""
     if not api_key and not allow_unauthenticated and not _is_loopback(host):
@@ -302,7 +349,7 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api
 
         raise DistillError(f"refusing to serve on {host} without an API key: set DISTILL_SERVE_API_KEY, "
                            "bind 127.0.0.1, or pass --allow-unauthenticated to expose it anyway")
-    srv = StudentServer(model_path, host, port, api_key, model_name=model_name, num_threads=num_threads, fast_path=fast_path)
+    srv = StudentServer(model_path, host, port, api_key, model_name=model_name, num_threads=num_threads, fast_path=fast_path, engine=engine)
     url = srv.start()
     print(f"serving {model_path} ({srv.student.kind}, served: {srv.served}) at {url}" + (" (bearer key required)" if api_key else ""), flush=True)
     try:

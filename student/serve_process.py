@@ -26,12 +26,14 @@ _URL = re.compile(r" at (http://\S+/v1)")
 
 class ChildStudentServer:
     """`with ChildStudentServer(model_dir) as url:` -> "http://127.0.0.1:PORT/v1"; the server runs
-    in a child process and is terminated on exit. `served` says which path it loaded (fp32/int8)."""
+    in a child process and is terminated on exit. `served` says which path it loaded (fp32/int8/onnx,
+    or llamacpp: the engine, student/engine.py; `engine` None = the one student.json records)."""
 
     def __init__(self, model_path: str | Path, api_key: str | None = None, model_name: str = "student",
-                 num_threads: int | None = None, fast_path: str | None = None, startup_timeout_s: float = 600.0):
+                 num_threads: int | None = None, fast_path: str | None = None, startup_timeout_s: float = 600.0,
+                 engine: str | None = None):
         self.model_path, self.api_key, self.model_name = Path(model_path), api_key, model_name
-        self.num_threads, self.fast_path, self.startup_timeout_s = num_threads, fast_path, startup_timeout_s
+        self.num_threads, self.fast_path, self.startup_timeout_s, self.engine = num_threads, fast_path, startup_timeout_s, engine
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
         self.served: str | None = None
@@ -46,6 +48,8 @@ class ChildStudentServer:
             cmd += ["--threads", str(self.num_threads)]
         if self.fast_path:
             cmd += ["--fast-path", self.fast_path]
+        if self.engine:
+            cmd += ["--engine", self.engine]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
         env.pop("DISTILL_SERVE_API_KEY", None)
         if self.api_key:
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-name", default="student")
     p.add_argument("--threads", type=int, help="torch threads (default: idle cores)")
-    p.add_argument("--fast-path", choices=["fp32", "int8"], help="override the path recorded in student.json")
+    p.add_argument("--fast-path", choices=["fp32", "int8", "onnx"], help="override the classifier path recorded in student.json")
+    p.add_argument("--engine", choices=["hf", "llamacpp"], help="override the serving engine recorded in student.json")
     args = p.parse_args(argv)
     for k, v in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
         os.environ.setdefault(k, v)
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         serve(args.model, args.host, args.port, os.environ.get("DISTILL_SERVE_API_KEY"), model_name=args.model_name,
-              num_threads=args.threads, fast_path=args.fast_path)
+              num_threads=args.threads, fast_path=args.fast_path, engine=args.engine)
     except DistillError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from core.base import DistillError, read_jsonl, stable_hash, write_json, write_jsonl
@@ -29,9 +30,13 @@ def load_examples(rd: RunDir) -> list[Example]:
     for n, r in enumerate(read_jsonl(path), 1):
         if r.get("split", "train") != "train":
             continue
+        if r.get("tool_calls") or r.get("tools"):  # tool calling: canonical answer text (student/toolcall_format.py)
+            from student.toolcall_format import row_answer_text
+
+            r = {**r, "response": row_answer_text(r)}
         if not isinstance(r.get("response"), str) or not isinstance(r.get("messages"), list):
             raise DistillError(f"{path}:{n}: record {r.get('id')!r} lacks a response string or a messages list")
-        out.append(Example(str(r["id"]), r["messages"], r["response"]))
+        out.append(Example(str(r["id"]), r["messages"], r["response"], r.get("tools")))
     if not out:
         raise DistillError(f"{path}: no kept training records (split == 'train'); nothing to train on")
     return out
@@ -59,7 +64,11 @@ def kind_decision(cfg: AnyStudentConfig, examples: list[Example]) -> dict:
     if not isinstance(cfg, AutoStudentConfig):
         return {"kind": cfg.kind, "decided_by": None, "reason": f"student.kind={cfg.kind}"}
     from core.answer_shape import answer_shape, encoder_fit, has_structure, last_user_text
+    from student.toolcall_shape import decide
 
+    tool_decision = decide(cfg, examples)  # tool calls: classifier for a fixed tool list with field-shaped arguments
+    if tool_decision is not None:
+        return tool_decision
     opts = cfg.classifier
     targets = [e.target for e in examples]
     if not has_structure(targets) and categorical_labels(targets, opts.max_labels, opts.min_examples_per_label) is not None:
@@ -76,23 +85,18 @@ def calibrate_and_score(student, val: list[Example], n_train: int, max_examples:
 
     A causal LM is first calibrated here (Platt scaling of the mean answer-token log-prob,
     CausalLMStudent.calibrate: one generation pass over val, then a second to score; the
-    classifier fitted its temperatures in finalize()). The classifier's kNN memory holds the val
-    examples themselves after finalize (training rows first, student/classifier_finalize.py):
-    scored against it a val example would find itself and look certain, so it is scored against
-    the training rows only, as its temperatures were fitted."""
+    classifier fitted its temperatures in finalize()). A classifier scores them against its kNN
+    memory's training rows only (ClassifierStudent.against_training_rows), as its temperatures
+    were fitted: the memory holds the val examples themselves after finalize."""
     if not val or not hasattr(student, "predict_scored"):
         return []
     if hasattr(student, "calibrate"):  # generation is the cost: cap it (a classifier scores its whole val split in seconds)
         val = val[:max_examples]
         student.calibrate(val, max_examples=max_examples)
-    memory = getattr(student, "memory", None)
-    if memory is not None:
-        student.memory = (memory[0][:n_train], {f: y[:n_train] for f, y in memory[1].items()})
-    try:
-        scored = student.predict_scored([e.messages for e in val])
-    finally:
-        if memory is not None:
-            student.memory = memory
+    rows_only = student.against_training_rows(n_train) if hasattr(student, "against_training_rows") else nullcontext()
+    with rows_only:
+        tools = {"tools": [e.tools for e in val]} if getattr(student, "accepts_tools", False) else {}  # student/toolcall_format.py
+        scored = student.predict_scored([e.messages for e in val], **tools)
     return [{"id": e.id, "answer": t, "confidence": round(float(c), 8), "target": e.target} for e, (t, c) in zip(val, scored)]
 
 
@@ -137,7 +141,9 @@ def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    cls = student_class(kind)
+    from student.toolcall_shape import for_kind
+
+    train, val, examples, cls = for_kind(kind, train, val, examples, student_class(kind))  # a classifier of tool calls learns fields
     if hasattr(cls, "prepare_batches"):
         student = cls.create(cfg, examples)
         hist = train_loop(student, cfg, train, val, ckpt_dir, fingerprint)
@@ -163,6 +169,18 @@ def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
     from student.fast_path import select_and_record
 
     fast = select_and_record(model_dir, val, n_train=len(train))  # int8 only if it agrees as well as fp32 on val (student/fast_path.py)
+    if fast["choice"] != "fp32" and val_scores:
+        # The cascade's threshold must be chosen on the confidences the server gives: int8 moves
+        # them (Banking77 val: mean -0.017; at a threshold chosen on fp32 scores val coverage fell
+        # 77.7 -> 72.4 %), so the val split is scored again on the served path.
+        from student.fast_path import load_served
+
+        val_scores = calibrate_and_score(load_served(model_dir), val, len(train))
+    if kind == "causal_lm":  # hf or llama.cpp, recorded for every server of the model (student/engine.py)
+        from student.engine import select_and_record as select_engine
+
+        hist["serve_engine"] = select_engine(model_dir, val, getattr(cfg, "serve_engine", "auto"),
+                                             [r["answer"] for r in val_scores] if val_scores else None)
     write_jsonl(rd.val_scores, val_scores)
     if hasattr(student, "save_probe"):  # the no-fine-tuning comparator the eval scores beside the student
         shutil.rmtree(rd.probe_dir, ignore_errors=True)
@@ -192,6 +210,7 @@ def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
                "warm_start_train_accuracy": hist.get("warm_start"), "total_steps": hist.get("total_steps"),
                "finalize": hist.get("finalize"), "stop_reason": hist.get("stop_reason"), "wrapped_as": hist.get("wrapped_as"),
                "constrained_decoding": hist.get("constrained_decoding"),
+               "serve_engine": hist.get("serve_engine"),
                "kind_decision": decision, "calibration": getattr(student, "calibration", None) or getattr(student, "meta", {}).get("calibration"),
                "val_history": hist.get("val"), "train_losses": tl, "config": cfg.model_dump(mode="json")}
     write_json(rd.train_metrics, metrics)

@@ -17,10 +17,14 @@ from core.base import DistillError, write_json
 from core.rundir import RunDir
 from teacher.client import TeacherClient, TeacherUnreachable
 from teacher.config import TeacherConfig
+from teacher.estimate import expected_costs
 from teacher.from_config import teacher_messages
 from teacher.ledger import request_key
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
+# Under teacher.max_budget_usd, money the estimate over-reserved is spent on further batches,
+# at most this many in one replay (each takes the provider's turnaround, up to 24 h).
+BATCH_ROUNDS = 3
 
 
 def _openai_client(cfg: TeacherConfig):
@@ -67,7 +71,9 @@ def _replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: Teac
     params = client.params(temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n)
     keys = [request_key(m, params) for m in msgs]
     found: dict[str, dict] = {}  # key -> record (ledger hits, then batch results)
+    prior = 0.0  # what the answers already in the ledger cost when they were paid for
     for k, rec in ledger.get_done(keys).items():
+        prior += rec.get("cost_usd") or 0.0
         found[k] = {**rec, "key": k, "ledger_hit": True, "cost_usd": 0.0}
     for k in found:
         progress.update(found[k])
@@ -76,18 +82,32 @@ def _replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: Teac
     if state_path.is_file():  # resume the batch a previous run submitted (and paid for)
         _collect(cfg, oa, json.loads(state_path.read_text()), state_path, client, found, progress)
     first: dict[str, list[dict]] = {}
-    for k, m in zip(keys, msgs):
+    row_of: dict[str, dict] = {}
+    for k, m, r in zip(keys, msgs, rows):
         if k not in found:
             first.setdefault(k, m)
-    todo: dict[str, list[dict]] = {}
-    for k, m in first.items():
-        claim = ledger.claim(k)
-        if claim.state == "claimed":
-            todo[k] = m
-        elif claim.state == "done":  # another worker finished it since we looked
-            found[k] = {**claim.record, "key": k, "ledger_hit": True, "cost_usd": 0.0}
-            progress.update(found[k])
-    if todo:
+            row_of.setdefault(k, r)
+    budget = Budget(cfg, client, row_of, prior + progress.spend)
+    pending = list(first)
+    rounds = 0
+    while pending and rounds < BATCH_ROUNDS:
+        # A submitted batch cannot be stopped: it is sized to what the budget has left, by the
+        # estimate; the rest waits for the next batch (after this one's real bill is known).
+        size = budget.fits(pending)
+        if not size:
+            break
+        todo: dict[str, list[dict]] = {}
+        for k in pending[:size]:
+            claim = ledger.claim(k)
+            if claim.state == "claimed":
+                todo[k] = first[k]
+            elif claim.state == "done":  # another worker finished it since we looked
+                found[k] = {**claim.record, "key": k, "ledger_hit": True, "cost_usd": 0.0}
+                progress.update(found[k])
+        pending = pending[size:]
+        if not todo:
+            continue
+        rounds += 1
         try:
             state = _submit(cfg, oa, rd, todo, params)
         except BaseException:
@@ -96,7 +116,13 @@ def _replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: Teac
             raise
         write_json(state_path, state)  # before anything else can fail: the batch is paid for now
         ledger.reassign(todo, f"batch:{state['batch_id']}")
+        spent = progress.spend
         _collect(cfg, oa, state, state_path, client, found, progress)
+        budget.spent += progress.spend - spent
+    for k in pending:  # over the budget: not sent, no claim held; a rerun with a higher budget sends them
+        found[k] = client.failed_record(k, f"over_budget: teacher.max_budget_usd ${cfg.max_budget_usd:g} would be exceeded "
+                                           "(batch sized by the cost estimate); rerun with a higher budget to continue", 0, 0.0)
+        progress.update(found[k])
     out, seen = [], set()
     for k in keys:
         rec = found.get(k)
@@ -108,6 +134,35 @@ def _replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: Teac
         seen.add(k)
         out.append(rec)
     return _dedupe_costs(keys, out)
+
+
+class Budget:
+    """teacher.max_budget_usd in batch mode: the answers already paid for (ledger hits, at their
+    recorded price) count against it, and each batch holds only the prompts whose expected
+    cost (teacher/estimate.py) fits what is left."""
+
+    def __init__(self, cfg: TeacherConfig, client: TeacherClient, prompts: dict[str, dict], spent: float):
+        self.limit, self.spent = cfg.max_budget_usd, spent
+        self.cost: dict[str, float] = {}
+        if self.limit is None:
+            return
+        costs = expected_costs(cfg, list(prompts.values()), client.pricer)
+        if costs is None:
+            raise DistillError(f"teacher.max_budget_usd needs a price for {cfg.model!r} in batch mode (a submitted batch cannot be "
+                               "stopped, so it is sized by its expected cost): set teacher.input_cost_per_token and output_cost_per_token")
+        self.cost = dict(zip(prompts, costs))
+
+    def fits(self, pending: list[str]) -> int:
+        """How many of `pending` (from the front) what is left of the budget pays for."""
+        if self.limit is None:
+            return len(pending)
+        left, n = self.limit - self.spent, 0
+        for k in pending:
+            left -= self.cost[k]
+            if left < 0:
+                break
+            n += 1
+        return n
 
 
 def _dedupe_costs(keys: list[str], recs: list[dict]) -> list[dict]:

@@ -6,7 +6,8 @@ Shared by the replay and by anything else that pays a model per prompt (e.g. an 
     client = TeacherClient(model="openai/gpt-4o-mini", api_base=None, ledger=ledger,
                            limiter=Limiter(rpm=500, tpm=200_000))
     rec = await client.complete(messages, temperature=0.0, max_tokens=64)
-    rec["status"], rec["response"], rec["cost_usd"], rec["ledger_hit"], rec["error"]
+    rec["status"], rec["response"], rec["cost_usd"], rec["ledger_hit"], rec["error"]  (+ rec["tool_calls"])
+    # tools: client.complete(messages, extra={"tools": [...], "tool_choice": "auto"}) - part of the ledger key
 
 Order of a call: ledger (a committed answer costs 0 and makes no HTTP call) -> claim -> limiter ->
 core.llm.acompletion -> commit. Retries (core.llm.classify): 429 waits Retry-After (else
@@ -24,6 +25,7 @@ from typing import Any
 
 from core import llm
 from core.base import DistillError
+from core.toolcalls import wire_calls
 from teacher.ledger import Ledger, request_key
 from teacher.limiter import Limiter
 from teacher.textutil import messages_tokens
@@ -139,10 +141,11 @@ class TeacherClient:
                 resp = await llm.acompletion(self.endpoint, messages, temperature=temperature, max_tokens=max_tokens, n=n,
                                              extra_headers={"Idempotency-Key": key}, **extra)
                 p = llm.parse_response(resp)
-                if p.samples[0] is None:
-                    raise llm.MalformedResponse("response has no text content")
+                calls = wire_calls(p.tool_calls)
+                if p.samples[0] is None and not calls:
+                    raise llm.MalformedResponse("response has no text content and no tool calls")
                 rec = self.ok_record(key, p.samples, p.finish_reason, p.prompt_tokens, p.completion_tokens,
-                                     (time.monotonic() - t0) * 1000, attempts)
+                                     (time.monotonic() - t0) * 1000, attempts, tool_calls=calls)
                 self.limiter.settle(est, p.prompt_tokens + p.completion_tokens)
                 self.ever_answered = True
                 self.conn_error_streak = 0
@@ -175,13 +178,17 @@ class TeacherClient:
                 await asyncio.sleep(min(self.backoff_max_s, wait))
 
     def ok_record(self, key: str, samples: list[str | None], finish_reason: str | None, prompt_tokens: int,
-                  completion_tokens: int, latency_ms: float, attempts: int) -> dict:
-        """The ledger/replay record of an answered call, priced by this client's Pricer."""
+                  completion_tokens: int, latency_ms: float, attempts: int, tool_calls: list[dict] | None = None) -> dict:
+        """The ledger/replay record of an answered call, priced by this client's Pricer. An answer
+        that calls tools keeps its calls, canonical (core.toolcalls), beside its text (often None)."""
         cost = self.pricer.cost(prompt_tokens, completion_tokens)
-        return {"key": key, "status": "ok", "response": samples[0], "samples": samples,
-                "finish_reason": finish_reason, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "latency_ms": round(latency_ms, 2), "cost_usd": cost or 0.0, "priced": cost is not None,
-                "ledger_hit": False, "error": None, "attempts": attempts}
+        rec = {"key": key, "status": "ok", "response": samples[0], "samples": samples,
+               "finish_reason": finish_reason, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+               "latency_ms": round(latency_ms, 2), "cost_usd": cost or 0.0, "priced": cost is not None,
+               "ledger_hit": False, "error": None, "attempts": attempts}
+        if tool_calls:
+            rec["tool_calls"] = tool_calls
+        return rec
 
     def failed_record(self, key: str, error: str, attempts: int, latency_ms: float) -> dict:
         return {"key": key, "status": "failed", "response": None, "samples": [], "finish_reason": None, "prompt_tokens": 0,

@@ -15,10 +15,12 @@ from typing import Any
 
 from core.answer_shape import answer_shape, encoder_fit, last_user_text, span_summary
 from core.base import DistillError, read_jsonl, write_json
+from core.toolcalls import tool_names
 from core.rundir import RunDir
 from teacher.filter_config import FilterConfig
 from teacher.filters.base import approx_tokens, normalize_text, parse_json, reason_code, response_text
 from teacher.filters.consistency import agreement
+from teacher.filters.toolcall import tool_usage
 
 # Thresholds of the retrieval hint: each signal is reported with its value so the hint can be judged.
 HINT_MIN_MEAN_TOKENS = 20        # short outputs are labels/fields, not recalled passages
@@ -179,6 +181,25 @@ def _answer_shape(train: list[dict], outputs: list[str]) -> dict[str, Any]:
             "spans": span_summary(shape), "line": line}
 
 
+def _tool_calls(answered: list[dict], train: list[dict]) -> dict[str, Any]:
+    """Calls per tool and text-instead-of-call answers: by the teacher (every answer it gave,
+    kept or filtered) and in the kept training data."""
+    teacher, kept = tool_usage(answered), tool_usage(train)
+    names = list(dict.fromkeys([*teacher["calls_per_tool"], *kept["calls_per_tool"], *tool_names_of(answered)]))
+    per_tool = [{"tool": n, "teacher_calls": teacher["calls_per_tool"].get(n, 0), "kept_train_calls": kept["calls_per_tool"].get(n, 0)}
+                for n in names]
+    return {"teacher": teacher, "kept_train": kept, "per_tool": per_tool, "tools_declared": len(names)}
+
+
+def tool_names_of(records: list[dict]) -> list[str]:
+    """Every declared tool, in first-seen order (a tool never called still shows, with 0)."""
+    seen: dict[str, None] = {}
+    for r in records:
+        for n in tool_names(r.get("tools")):
+            seen.setdefault(n, None)
+    return list(seen)
+
+
 def _sufficiency(n_train: int, cfg: FilterConfig) -> dict[str, Any]:
     lo, warn = cfg.report.min_train_examples, cfg.report.warn_train_examples
     if n_train < lo:
@@ -202,7 +223,10 @@ def build_data_report(rd: RunDir, cfg: FilterConfig, stats: list[dict] | None = 
     if stats is None:
         stats = rd.stage("filter").get("figures", {}).get("filters", [])
     train = [r for r in kept if r.get("split", "train") == "train"]
-    outputs = [response_text(r) for r in train]
+    # Answers that call tools have no text shape: format, labels and answer shape describe the
+    # text answers; the calls have their own section.
+    text_train = [r for r in train if not r.get("tool_calls")]
+    outputs = [response_text(r) for r in text_train]
     fmt = _format_summary(outputs)
     label_field, labels = _labels(outputs, fmt)
     answered = kept + [d for d in dropped if d.get("dropped_by") != "replay"]
@@ -231,9 +255,12 @@ def build_data_report(rd: RunDir, cfg: FilterConfig, stats: list[dict] | None = 
         },
         "self_agreement": _self_agreement(answered, cfg.consistency.fields),
         "sufficiency": _sufficiency(len(train), cfg),
-        "retrieval_hint": _retrieval_hint(train, fmt, label_field),
-        "answer_shape": _answer_shape(train, outputs),
+        "retrieval_hint": _retrieval_hint(text_train, fmt, label_field),
+        "answer_shape": _answer_shape(text_train, outputs),
     }
+    answered_ok = [r for r in answered if r.get("status", "ok") == "ok"]
+    if any(r.get("tools") or r.get("tool_calls") for r in answered_ok):
+        report["tool_calls"] = _tool_calls(answered_ok, train)
     warnings = []
     if report["sufficiency"]["status"] != "ok":
         warnings.append(report["sufficiency"]["message"])
@@ -252,6 +279,10 @@ def build_data_report(rd: RunDir, cfg: FilterConfig, stats: list[dict] | None = 
     if sp["fuzzy_matches"] or sp["not_in_input"]:
         warnings.append(f"span fields: {sp['fuzzy_matches']} value(s) match the user's message only up to case/spacing (the student "
                         f"copies the message's own text), {sp['not_in_input']} are not in the message at all (not learned as spans)")
+    tcs = report.get("tool_calls")
+    if tcs and tcs["teacher"]["text_answer_share"] and tcs["teacher"]["text_answer_share"] > 0.5:
+        warnings.append(f"the teacher answered {tcs['teacher']['text_answers']} of {tcs['teacher']['requests_with_tools']} requests "
+                        "with tools in text instead of a call")
     report["warnings"] = warnings
     if write:
         write_json(rd.data_report, report)
@@ -298,11 +329,25 @@ def data_report_markdown(report: dict) -> str:
         md += _table(sorted(c["dropped_by_reason"].items(), key=lambda kv: -kv[1]), ("drop reason", "records")) + [""]
     for name, ex in report.get("drop_examples", {}).items():
         md += [f"Examples dropped by **{name}**:"] + [f"- `{e['id']}`: {e['reason'][:160]}" for e in ex] + [""]
+    tcs = report.get("tool_calls")
+    if tcs:
+        t, k = tcs["teacher"], tcs["kept_train"]
+        share = f" ({t['text_answer_share']:.0%})" if t["text_answer_share"] is not None else ""
+        md += ["## Tool calls", "",
+               f"The teacher answered {t['requests_with_tools']} requests with tools: {t['text_answers']} in text instead of a call{share}, "
+               f"{t['parallel_call_answers']} with parallel calls. Kept for training: {k['requests_with_tools'] - k['text_answers']} "
+               f"answers with calls, {k['text_answers']} in text.", ""]
+        rows = [(x["tool"], x["teacher_calls"], x["kept_train_calls"]) for x in tcs["per_tool"]]
+        md += _table(rows if len(rows) <= 40 else rows[:30] + [(f"... {len(rows) - 30} more", "", "")], ("tool", "teacher calls", "kept train calls")) + [""]
     f = report["format"]
-    md += ["## Output format", "", f"Kind: {f['kind']}; JSON: {f['json_share']:.0%}; distinct key sets: {f['distinct_key_sets']}"
-           + (f"; dominant keys {f['dominant_keys']} in {f['dominant_keys_share']:.0%}" if f["dominant_keys"] else ""), ""]
-    if report.get("answer_shape"):
-        md += [report["answer_shape"]["line"], ""]
+    if tcs and not tcs["kept_train"]["text_answers"] and len(tcs["kept_train"]["calls_per_tool"]) and c["kept_train"] == tcs["kept_train"]["requests_with_tools"]:
+        md += ["## Output format", "", "Every kept training answer is a tool call (see Tool calls): no text format to check.", ""]
+    else:
+        md += ["## Output format", "", f"Kind: {f['kind']}; JSON: {f['json_share']:.0%}; distinct key sets: {f['distinct_key_sets']}"
+               + (f"; dominant keys {f['dominant_keys']} in {f['dominant_keys_share']:.0%}" if f["dominant_keys"] else "")
+               + (" (text answers only; the calls are under Tool calls)" if tcs else ""), ""]
+        if report.get("answer_shape"):
+            md += [report["answer_shape"]["line"], ""]
     lab = report["labels"]
     if lab["field"]:
         md += [f"## Labels (`{lab['field']}`, {lab['distinct']} distinct)", ""]

@@ -41,14 +41,37 @@ def _rows(paths: list[Path]) -> Iterator[dict]:
                     yield orjson.loads(line)
 
 
+def row_tokens(row: dict, cfg: TeacherConfig) -> tuple[int, int | None]:
+    """(prompt tokens the teacher will see, the logged answer's tokens cut at max_tokens, or None)."""
+    pt = messages_tokens(teacher_messages(row["messages"], cfg))
+    answer = row.get("response")
+    return pt, min(approx_tokens(answer), cfg.max_tokens) if isinstance(answer, str) else None
+
+
+def expected_costs(cfg: TeacherConfig, rows: list[dict], pricer: Pricer) -> list[float] | None:
+    """Each prompt's expected price, the estimate's way (answers logged without one count as
+    the mean of those with one, or max_tokens); None when the model is unpriced."""
+    toks = [row_tokens(r, cfg) for r in rows]
+    logged = [a for _, a in toks if a is not None]
+    mean = sum(logged) / len(logged) if logged else float(cfg.max_tokens)
+    out = []
+    for pt, a in toks:
+        c = pricer.cost(pt, (mean if a is None else a) * cfg.n)
+        if c is None:
+            return None
+        out.append(c)
+    return out
+
+
 def estimate_replay(cfg: TeacherConfig, rd: RunDir) -> dict:
     prompts = prompt_tokens = answered = answer_tokens = 0
     for row in _rows(prompt_files(rd)):  # streamed: any size
         prompts += 1
-        prompt_tokens += messages_tokens(teacher_messages(row["messages"], cfg))
-        if isinstance(row.get("response"), str):
+        pt, a = row_tokens(row, cfg)
+        prompt_tokens += pt
+        if a is not None:
             answered += 1
-            answer_tokens += min(approx_tokens(row["response"]), cfg.max_tokens)
+            answer_tokens += a
     per_answer = answer_tokens / answered if answered else float(cfg.max_tokens)
     completion_tokens = (answer_tokens + (prompts - answered) * per_answer) * cfg.n
     pricer = Pricer(cfg.model, cfg.input_cost_per_token, cfg.output_cost_per_token,
@@ -77,4 +100,4 @@ def estimate_markdown(e: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["estimate_replay", "estimate_markdown", "prompt_files"]
+__all__ = ["estimate_replay", "estimate_markdown", "prompt_files", "expected_costs", "row_tokens"]

@@ -85,6 +85,15 @@ class ConflictFilterConfig(StrictModel):
     dedup: bool = Field(True, description="Drop exact repeats of the same (input, output) pair, keeping the first.")
 
 
+class ToolCallFilterConfig(StrictModel):
+    """Check the teacher's tool calls against the declared tool schemas."""
+
+    enabled: bool = Field(True, description="Drop answers whose tool calls break the declared tools' schemas (name exists, required arguments present, types valid, no unknown arguments).")
+    allow_unknown_arguments: bool = Field(False, description="Keep calls that pass arguments the tool's schema does not declare (unless the schema says additionalProperties: false).")
+    check_types: bool = Field(True, description="Validate argument values against the schema (types, enums, nested objects), not only names.")
+    enforce_tool_choice: bool = Field(True, description="Drop text answers when tool_choice demanded a call, and calls when it said none or named another tool.")
+
+
 class JudgeFilterConfig(StrictModel):
     enabled: bool = Field(False, description="Score every surviving output with an LLM judge (paid calls, ledgered so a rerun never pays twice).")
     model: str | None = Field(None, description="litellm model string of the judge; None uses the teacher's model and endpoint.")
@@ -112,6 +121,7 @@ class FilterConfig(StrictModel):
     truncation: TruncationFilterConfig = Field(default_factory=TruncationFilterConfig, description="Truncated-output filter (finish_reason).")
     refusal: RefusalFilterConfig = Field(default_factory=RefusalFilterConfig, description="Refusal/apology filter.")
     length: LengthFilterConfig = Field(default_factory=LengthFilterConfig, description="Output length bounds in tokens.")
+    tool_call: ToolCallFilterConfig = Field(default_factory=ToolCallFilterConfig, description="Tool calls against the declared tools' schemas (records that declare tools).")
     consistency: ConsistencyFilterConfig = Field(default_factory=ConsistencyFilterConfig, description="Teacher self-consistency over n samples.")
     conflicts: ConflictFilterConfig = Field(default_factory=ConflictFilterConfig, description="Conflicting and duplicate examples.")
     judge: JudgeFilterConfig = Field(default_factory=JudgeFilterConfig, description="LLM-as-judge filter (off by default).")

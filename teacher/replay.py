@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.base import DistillError, read_jsonl, write_jsonl
+from core.toolcalls import render_messages
 from core.rundir import RunDir
 from teacher.client import TeacherClient, TeacherUnreachable
 from teacher.config import TeacherConfig
@@ -82,10 +83,12 @@ async def preflight(api_base: str, timeout_s: float) -> None:
 
 async def replay_online(cfg: TeacherConfig, rows: list[dict], client: TeacherClient, progress: Progress) -> list[dict]:
     results: list[dict | None] = [None] * len(rows)
-    msgs = [teacher_messages(r["messages"], cfg) for r in rows]
-    params = client.params(temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n)
-    keys = [request_key(m, params) for m in msgs]
+    msgs = [teacher_messages(render_messages(r["messages"]), cfg) for r in rows]
+    extras = [tool_params(r) for r in rows]
+    keys = [request_key(m, client.params(temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n, extra=x))
+            for m, x in zip(msgs, extras)]
     done = client.ledger.get_done(keys) if client.ledger is not None else {}
+    prior = sum(r.get("cost_usd") or 0.0 for r in done.values())  # paid before (ledger hits): counts against max_budget_usd
     todo = []
     for i, k in enumerate(keys):  # answers already paid for: no claim, no HTTP
         if k in done:
@@ -101,7 +104,7 @@ async def replay_online(cfg: TeacherConfig, rows: list[dict], client: TeacherCli
 
     def over_budget(i: int) -> bool:
         """Spend reached teacher.max_budget_usd: no new request (those in flight finish)."""
-        if budget is None or progress.spend < budget:
+        if budget is None or progress.spend + prior < budget:
             return False
         results[i] = {"status": "failed", "key": keys[i], "cost_usd": 0.0,
                       "error": f"over_budget: teacher.max_budget_usd ${budget:g} reached; rerun with a higher budget to continue"}
@@ -112,7 +115,8 @@ async def replay_online(cfg: TeacherConfig, rows: list[dict], client: TeacherCli
         for i in it:  # one shared iterator: each prompt is taken by exactly one worker
             if over_budget(i):
                 continue
-            rec = await client.complete(msgs[i], temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n, wait_if_busy=False)
+            rec = await client.complete(msgs[i], temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n, extra=extras[i],
+                                        wait_if_busy=False)
             if rec is None:
                 deferred.append(i)
                 continue
@@ -122,7 +126,7 @@ async def replay_online(cfg: TeacherConfig, rows: list[dict], client: TeacherCli
             i = deferred.pop()
             if over_budget(i):
                 continue
-            results[i] = await client.complete(msgs[i], temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n)
+            results[i] = await client.complete(msgs[i], temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n, extra=extras[i])
             progress.update(results[i])
 
     tasks = [asyncio.create_task(worker()) for _ in range(min(cfg.concurrency, len(todo)))]
@@ -136,13 +140,28 @@ async def replay_online(cfg: TeacherConfig, rows: list[dict], client: TeacherCli
     return results  # type: ignore[return-value]
 
 
+def tool_params(row: dict) -> dict | None:
+    """What the teacher is sent besides the messages: the record's tools and tool_choice as logged
+    (canonical tools are OpenAI's wire shape). None without tools, so plain prompts keep their
+    ledger keys."""
+    extra = {k: row[k] for k in ("tools", "tool_choice") if row.get(k) is not None}
+    return extra or None
+
+
 def to_replay_record(row: dict, rec: dict) -> dict:
-    """The contract's replay record (docs/CONTRACTS.md) plus samples, attempts and the ledger key."""
-    return {"id": row.get("id"), "split": row.get("split"), "messages": row["messages"], "response": rec.get("response"),
-            "finish_reason": rec.get("finish_reason"), "prompt_tokens": rec.get("prompt_tokens", 0),
-            "completion_tokens": rec.get("completion_tokens", 0), "latency_ms": rec.get("latency_ms", 0.0),
-            "cost_usd": rec.get("cost_usd", 0.0), "ledger_hit": bool(rec.get("ledger_hit")), "status": rec.get("status", "failed"),
-            "error": rec.get("error"), "samples": rec.get("samples") or [], "attempts": rec.get("attempts", 0), "ledger_key": rec.get("key")}
+    """The contract's replay record (docs/CONTRACTS.md) plus samples, attempts and the ledger key;
+    a tool-calling prompt also keeps its "tools" / "tool_choice", and the answer its "tool_calls"."""
+    out = {"id": row.get("id"), "split": row.get("split"), "messages": row["messages"], "response": rec.get("response"),
+           "finish_reason": rec.get("finish_reason"), "prompt_tokens": rec.get("prompt_tokens", 0),
+           "completion_tokens": rec.get("completion_tokens", 0), "latency_ms": rec.get("latency_ms", 0.0),
+           "cost_usd": rec.get("cost_usd", 0.0), "ledger_hit": bool(rec.get("ledger_hit")), "status": rec.get("status", "failed"),
+           "error": rec.get("error"), "samples": rec.get("samples") or [], "attempts": rec.get("attempts", 0), "ledger_key": rec.get("key")}
+    for k in ("tools", "tool_choice"):
+        if row.get(k) is not None:
+            out[k] = row[k]
+    if rec.get("tool_calls"):
+        out["tool_calls"] = rec["tool_calls"]
+    return out
 
 
 def summarise(records: list[dict], wall_s: float, client: TeacherClient | None) -> tuple[dict, dict]:
@@ -185,6 +204,9 @@ def run_replay(cfg: TeacherConfig, rd: RunDir, ledger_path: Path, on_progress: P
         t0 = time.monotonic()
         if cfg.mode == "batch":
             from teacher.batch import replay_batch
+
+            if any(tool_params(r) for r in rows):  # it would send them without their tools: answers in text
+                raise DistillError("teacher.mode batch does not send tools yet; replay tool-calling prompts with teacher.mode online")
 
             results = replay_batch(cfg, rd, rows, client, progress)
         else:

@@ -30,8 +30,14 @@ def last_user_text(messages: list[dict]) -> str | None:
 
 
 def messages_tokens(messages: list[dict]) -> int:
-    # +4 per message mimics the chat-format overhead providers count.
-    return sum(approx_tokens(m.get("content") if isinstance(m.get("content"), str) else str(m.get("content"))) + 4 for m in messages)
+    # +4 per message mimics the chat-format overhead providers count; a turn's tool calls count too.
+    total = 0
+    for m in messages:
+        c = m.get("content")
+        total += approx_tokens(c if isinstance(c, str) else "" if c is None else str(c)) + 4
+        if m.get("tool_calls"):
+            total += approx_tokens(str(m["tool_calls"]))
+    return total
 
 
 def truncate_tokens(text: str, max_tokens: int) -> tuple[str, int, bool]:

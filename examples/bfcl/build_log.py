@@ -6,7 +6,8 @@ package `bfcl-eval`, into:
 
     prompt_log.jsonl.gz       OpenAI chat-format request log with `tools` per request, in time order;
                               the recorded answer is an assistant message with `tool_calls`
-    reference_answers.jsonl   {"id", "user", "response": "", "tool_calls": [{"name", "arguments"}],
+    reference_answers.jsonl   {"id", "user", "tools": the request's tool names (the reference teacher
+                              answers by question AND tool set), "response": "", "tool_calls": [{"name", "arguments"}],
                               "possible_answer": BFCL's acceptable values per argument, "category"}
     LICENSE                   the Apache License 2.0 text (bfcl-eval declares the licence but ships no text)
 
@@ -85,7 +86,7 @@ def build(out: Path, categories: tuple[str, ...] = bfcl.CATEGORIES) -> dict:
             "metadata": {"feature": FEATURE, "bfcl_id": it["id"], "bfcl_category": cat},
         }
         log_lines.append(json.dumps(rec, ensure_ascii=False))
-        ref_lines.append(json.dumps({"id": rid, "user": user, "response": "", "tool_calls": calls,
+        ref_lines.append(json.dumps({"id": rid, "user": user, "tools": [t["function"]["name"] for t in tools], "response": "", "tool_calls": calls,
                                      "possible_answer": answers, "category": cat}, ensure_ascii=False))
         seen_users.setdefault(user, []).append(it["id"])
     out.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.base import DistillError
-from ingest.records import (Item, RecordError, SkipRecord, content_text, make_record, normalize_messages,
-                            normalize_timestamp, response_text)
+from ingest.records import (Item, RecordError, SkipRecord, answer_calls, content_text, make_record, normalize_messages,
+                            normalize_timestamp, request_tools, response_text)
 from ingest.sources.jsonl import UTF8_BOM, open_log
 
 
@@ -64,19 +64,31 @@ def iter_langfuse(path: str | Path) -> Iterator[Item]:
             yield Item(pos, src, raw, error=e, native_id=oid)
 
 
-def _input_messages(inp: Any) -> list[dict]:
+def _input_messages(inp: Any, tools: list[dict] | None = None) -> list[dict]:
     if isinstance(inp, str):
         return [{"role": "user", "content": inp}]
     if isinstance(inp, dict):
         if "messages" in inp:
-            return normalize_messages(inp["messages"])
+            return normalize_messages(inp["messages"], tools)
         if "role" in inp:
-            return normalize_messages([inp])
+            return normalize_messages([inp], tools)
         if "prompt" in inp:
             return [{"role": "user", "content": content_text(inp["prompt"], "input.prompt")}]
     if isinstance(inp, list):
-        return normalize_messages(inp)
+        return normalize_messages(inp, tools)
     raise RecordError("bad_messages", f"generation input is {type(inp).__name__}, not messages or text")
+
+
+def _request(obs: dict) -> dict:
+    """Where a generation keeps its tools: Langfuse's OpenAI integration puts `tools` (or
+    `functions`, `function_call`) beside `messages` in the input; tool_choice may sit there or
+    in modelParameters."""
+    req: dict = {}
+    params = obs.get("modelParameters")
+    for src in (params, obs.get("input")):
+        if isinstance(src, dict):
+            req.update({k: src[k] for k in ("tools", "functions", "tool_choice", "function_call") if src.get(k) is not None})
+    return req
 
 
 def observation_record(obs: Any) -> dict:
@@ -87,10 +99,13 @@ def observation_record(obs: Any) -> dict:
         raise SkipRecord("not_a_generation", f"observation type {kind!r}")
     if obs.get("level") == "ERROR":
         raise SkipRecord("request_failed", f"generation {obs.get('id')} has level ERROR")
-    messages = _input_messages(obs.get("input"))
+    tools, choice = request_tools(_request(obs))
+    messages = _input_messages(obs.get("input"), tools)
     meta = dict(obs["metadata"]) if isinstance(obs.get("metadata"), dict) else {}
     for k in ("traceId", "name"):
         if obs.get(k):
             meta[f"langfuse_{k}"] = obs[k]
-    return make_record(obs.get("id"), messages, response_text(obs.get("output")), obs.get("model"),
-                       normalize_timestamp(obs.get("startTime")), meta, obs.get("tags"))
+    output = obs.get("output")
+    return make_record(obs.get("id"), messages, response_text(output), obs.get("model"),
+                       normalize_timestamp(obs.get("startTime")), meta, obs.get("tags"),
+                       tools=tools, tool_choice=choice, tool_calls=answer_calls(output, tools, n_messages=len(messages)))

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from core.base import DistillError
-from ingest.records import (Item, RecordError, SkipRecord, make_record, normalize_messages,
-                            normalize_timestamp, response_from_stored)
+from ingest.records import (Item, RecordError, SkipRecord, answer_calls, make_record, normalize_messages,
+                            normalize_timestamp, request_tools, response_from_stored)
 from ingest.sources.sql import as_json, safe_url, stream_rows
 
 # The marker LiteLLM writes (litellm.constants.LITELLM_TRUNCATED_PAYLOAD_FIELD); older
@@ -101,8 +101,12 @@ def row_record(row: dict) -> dict:
     if not msgs:
         raise RecordError("no_prompt", "no messages in proxy_server_request or messages "
                           "(is store_prompts_in_spend_logs on in the proxy config?)")
-    messages = normalize_messages(msgs)
-    response = response_from_stored(as_json(row.get("response"), "response"))
+    # The request body holds the tools (and tool_choice / legacy functions) it was sent with.
+    tools, choice = request_tools(body) if isinstance(body, dict) else (None, None)
+    messages = normalize_messages(msgs, tools)
+    stored = as_json(row.get("response"), "response")
+    response = response_from_stored(stored)
+    calls = answer_calls(stored, tools, n_messages=len(messages))  # the completion JSON, when LiteLLM kept it
     meta: dict[str, Any] = {}
     user_meta = body.get("metadata") if isinstance(body, dict) else None
     if isinstance(user_meta, dict):
@@ -113,4 +117,6 @@ def row_record(row: dict) -> dict:
         meta["litellm_call_type"] = row["call_type"]
     return make_record(row.get("request_id"), messages, response, row.get("model"),
                        normalize_timestamp(row.get("startTime")), meta,
-                       [str(t) for t in tags] if isinstance(tags, list) and tags else None)
+                       [str(t) for t in tags] if isinstance(tags, list) and tags else None,
+                       tools=tools, tool_choice=choice, tool_calls=calls)
+

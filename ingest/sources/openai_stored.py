@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Iterator
 
 from core.base import DistillError
-from ingest.records import Item, RecordError, make_record, normalize_messages, normalize_timestamp, response_text
+from ingest.records import (Item, RecordError, answer_calls, make_record, normalize_messages, normalize_timestamp,
+                            request_tools, response_text)
 
 
 def _client(src):
@@ -89,18 +90,25 @@ def _chunks(completions, size: int, cutoff: float | None):
 def _to_item(pos: int, where: str, raw: dict, stored: list[dict]) -> Item:
     raw = {**raw, "input_messages": stored}
     try:
-        # content is None when the text is only in content_parts (multi-part messages).
-        messages = normalize_messages([{"role": m.get("role"),
+        # The completion object carries the request's tools and tool_choice (when it had any);
+        # input messages keep their tool_calls / tool_call_id.
+        tools, choice = request_tools(raw)
+        # content is None when the text is only in content_parts (multi-part messages), and
+        # in an assistant turn that only calls tools.
+        messages = normalize_messages([{**{k: m[k] for k in _TOOL_KEYS if m.get(k) is not None}, "role": m.get("role"),
                                         "content": m["content"] if m.get("content") is not None else m.get("content_parts")}
-                                       for m in stored])
+                                       for m in stored], tools)
         choices = raw.get("choices") or []
-        response = response_text(choices[0].get("message")) if choices else None
+        msg = choices[0].get("message") if choices else None
+        response = response_text(msg) if choices else None
+        calls = answer_calls(msg, tools, n_messages=len(messages))
         ts = normalize_timestamp(raw.get("created"))
         meta = dict(raw.get("metadata") or {})
-        rec = make_record(raw["id"], messages, response, raw.get("model"), ts, meta)
+        rec = make_record(raw["id"], messages, response, raw.get("model"), ts, meta,
+                          tools=tools, tool_choice=choice, tool_calls=calls)
         return Item(pos, where, raw, record=rec, native_id=raw["id"])
     except RecordError as e:
         return Item(pos, where, raw, error=e, native_id=raw.get("id"))
 
 
-
+_TOOL_KEYS = ("tool_calls", "function_call", "tool_call_id", "name")

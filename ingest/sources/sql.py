@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from core.base import DistillError
-from ingest.records import (Item, RecordError, make_record, normalize_messages, normalize_timestamp,
+from ingest.records import (Item, RecordError, answer_calls, make_record, normalize_messages, normalize_timestamp, request_tools,
                             response_from_stored)
 
 
@@ -101,19 +101,36 @@ def _col(row: dict, name: str | None, what: str) -> Any:
 
 
 def _row_item(pos: int, where: str, row: dict, cols) -> Item:
-    mapped = {f: _col(row, getattr(cols, f), f) for f in ("id", "messages", "prompt", "response", "model", "timestamp", "metadata")}
+    mapped = {f: _col(row, getattr(cols, f), f) for f in ("id", "messages", "prompt", "response", "model", "timestamp", "metadata", "tools")}
     nid = None if mapped["id"] is None else str(mapped["id"])
     try:
+        tools = choice = None
+        if cols.tools and mapped["tools"] is not None:
+            t = as_json(mapped["tools"], cols.tools)
+            tools, choice = request_tools(t if isinstance(t, dict) else {"tools": t})
         if cols.messages:
-            messages = normalize_messages(as_json(mapped["messages"], cols.messages))
+            messages = normalize_messages(as_json(mapped["messages"], cols.messages), tools)
         else:
             p = mapped["prompt"]
             if not isinstance(p, str):
                 raise RecordError("bad_messages", f"column {cols.prompt} is {type(p).__name__}, not text")
             messages = [{"role": "user", "content": p}]
         resp = response_from_stored(mapped["response"])
+        calls = answer_calls(_parsed(mapped["response"]), tools, n_messages=len(messages))
         meta = as_json(mapped["metadata"], cols.metadata or "") if cols.metadata else None
-        rec = make_record(mapped["id"], messages, resp, mapped["model"], normalize_timestamp(mapped["timestamp"]), meta)
+        rec = make_record(mapped["id"], messages, resp, mapped["model"], normalize_timestamp(mapped["timestamp"]), meta,
+                          tools=tools, tool_choice=choice, tool_calls=calls)
         return Item(pos, where, row, record=rec, native_id=nid)
     except RecordError as e:
         return Item(pos, where, row, error=e, native_id=nid)
+
+
+def _parsed(value: Any) -> Any:
+    """A stored answer as an object when it is a serialized message or completion (for its tool
+    calls); text that merely looks like JSON gives no calls either way."""
+    if isinstance(value, (bytes, bytearray, str)):
+        try:
+            value = json.loads(value)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+    return value if isinstance(value, dict) else None

@@ -115,5 +115,19 @@ def answer_key(text: str, fields: list[str] | None = None) -> str:
     return "text:" + normalize_text(text)
 
 
+def record_answer_key(record: dict, fields: list[str] | None = None) -> str:
+    """answer_key of a record's whole answer: its text and, when it calls tools, the calls by name
+    and arguments (ids are random per request)."""
+    calls = record.get("tool_calls")
+    if not calls:
+        return answer_key(response_text(record), fields)
+    sig = [{"name": c.get("name"), "arguments": c.get("arguments")} for c in calls if isinstance(c, dict)]
+    return "calls:" + stable_hash([normalize_text(response_text(record)), sig])
+
+
 def input_key(record: dict) -> str:
-    return stable_hash(record.get("messages") or [])
+    """Identity of a record's input: the messages and, when declared, the tools and tool_choice
+    (the same question asked with other tools is another input)."""
+    if record.get("tools") is None and record.get("tool_choice") is None:
+        return stable_hash(record.get("messages") or [])
+    return stable_hash([record.get("messages") or [], record.get("tools"), record.get("tool_choice")])

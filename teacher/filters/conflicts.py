@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from teacher.filter_config import ConflictFilterConfig
-from teacher.filters.base import KEEP, Filter, Verdict, answer_key, drop, input_key, response_text
+from teacher.filters.base import KEEP, Filter, Verdict, drop, input_key, record_answer_key
 
 
 class ConflictFilter(Filter):
@@ -21,7 +21,7 @@ class ConflictFilter(Filter):
 
     def check_all(self, records: list[dict]) -> list[Verdict]:
         groups: dict[tuple, list[int]] = defaultdict(list)
-        keys = [answer_key(response_text(r)) for r in records]
+        keys = [record_answer_key(r) for r in records]
         for i, r in enumerate(records):
             groups[(r.get("split"), input_key(r))].append(i)
         verdicts = [KEEP] * len(records)
@@ -57,7 +57,7 @@ class DedupFilter(Filter):
         first: dict[tuple, str] = {}
         verdicts = []
         for r in records:
-            k = (r.get("split"), input_key(r), answer_key(response_text(r)))
+            k = (r.get("split"), input_key(r), record_answer_key(r))
             if k in first:
                 verdicts.append(drop("duplicate", f"same input and output as {first[k]}"))
             else:

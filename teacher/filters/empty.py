@@ -1,4 +1,4 @@
-"""Empty outputs: null, "" or whitespace only. Nothing to learn from, and they skew lengths."""
+"""Empty outputs: null, "" or whitespace only, and no tool calls. Nothing to learn from, and they skew lengths."""
 from __future__ import annotations
 
 from teacher.filter_config import EmptyFilterConfig
@@ -13,6 +13,8 @@ class EmptyFilter(Filter):
 
     def check(self, record: dict) -> Verdict:
         r = record.get("response")
+        if record.get("tool_calls") and (r is None or (isinstance(r, str) and not r.strip())):
+            return KEEP  # the answer is its tool calls (the tool_call filter checks them)
         if r is None:
             return drop("empty", "response is null")
         if not isinstance(r, str):

@@ -80,7 +80,7 @@ class FormatFilter(Filter):
             elif self.labels:
                 self.mode = "labels"
             else:
-                texts = [response_text(r) for r in records if response_text(r).strip()]
+                texts = [response_text(r) for r in records if response_text(r).strip() and not r.get("tool_calls")]
                 parsed = [parse_json(t) for t in texts]
                 share = sum(ok for ok, _ in parsed) / len(texts) if texts else 0.0
                 if f.infer_schema and texts and share >= f.infer_min_json_share:
@@ -90,7 +90,7 @@ class FormatFilter(Filter):
                     self.note = f"free text ({share:.0%} of outputs are JSON): no format check"
                     return
         if self.mode == "json" and self.schema is None and f.infer_schema:
-            values = [v for ok, v in (parse_json(response_text(r)) for r in records) if ok]
+            values = [v for ok, v in (parse_json(response_text(r)) for r in records if not r.get("tool_calls")) if ok]
             self.schema = infer_schema(values, f)
             self.schema_source = "inferred" if self.schema else None
         if self.mode == "json":
@@ -103,6 +103,8 @@ class FormatFilter(Filter):
             self.note = self.mode
 
     def check(self, record: dict) -> Verdict:
+        if record.get("tool_calls"):
+            return KEEP  # the answer's format is its calls, checked against the tools' schemas (tool_call filter)
         text = response_text(record)
         if self.mode == "json":
             return self._check_json(text)

@@ -14,6 +14,7 @@ from typing import Any
 
 from core.base import DistillError
 from teacher.filter_config import JudgeFilterConfig
+from core.toolcalls import calls_text, tool_names
 from teacher.filters.base import Filter, Verdict, drop, response_text
 
 JUDGE_SYSTEM = (
@@ -24,9 +25,20 @@ JUDGE_SYSTEM = (
 _SCORE = re.compile(r'"?score"?\s*[:=]\s*"?(\d+(?:\.\d+)?)', re.I)
 
 
+def _turn(m: dict) -> str:
+    text = m.get("content") or ""
+    if m.get("tool_calls"):
+        text = f"{text} [calls] {calls_text(m['tool_calls'])}".strip()
+    return f"[{m.get('role')}] {text}"
+
+
 def judge_messages(record: dict, rubric: str) -> list[dict]:
-    convo = "\n".join(f"[{m.get('role')}] {m.get('content')}" for m in record.get("messages") or [] if isinstance(m, dict))
-    user = f"RUBRIC:\n{rubric}\n\nCONVERSATION:\n{convo}\n\nANSWER:\n{response_text(record)}"
+    convo = "\n".join(_turn(m) for m in record.get("messages") or [] if isinstance(m, dict))
+    answer = response_text(record)
+    if record.get("tool_calls"):
+        tools = ", ".join(tool_names(record.get("tools"))) or "none"
+        answer = f"{answer}\n[calls] {calls_text(record['tool_calls'])}\n(declared tools: {tools})".strip()
+    user = f"RUBRIC:\n{rubric}\n\nCONVERSATION:\n{convo}\n\nANSWER:\n{answer}"
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 

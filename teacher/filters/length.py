@@ -1,6 +1,7 @@
 """Length bounds in tokens: drop outputs too short to be an answer or too long for the student."""
 from __future__ import annotations
 
+from core.toolcalls import calls_text
 from teacher.filter_config import LengthFilterConfig
 from teacher.filters.base import KEEP, Filter, Verdict, approx_tokens, drop, response_text
 
@@ -10,7 +11,10 @@ def output_tokens(record: dict, use_reported: bool = True) -> int:
     # The teacher's own count is exact for its tokenizer; fall back when it reported none.
     if use_reported and isinstance(n, int) and n > 0:
         return n
-    return approx_tokens(response_text(record))
+    text = response_text(record)
+    if record.get("tool_calls"):
+        text = f"{text} {calls_text(record['tool_calls'])}"
+    return approx_tokens(text)
 
 
 class LengthFilter(Filter):

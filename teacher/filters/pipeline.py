@@ -22,6 +22,7 @@ from teacher.filters.empty import EmptyFilter
 from teacher.filters.format import FormatFilter
 from teacher.filters.length import LengthFilter
 from teacher.filters.refusal import RefusalFilter
+from teacher.filters.toolcall import ToolCallFilter
 from teacher.filters.truncation import TruncationFilter
 
 
@@ -32,6 +33,7 @@ def build_filters(cfg: FilterConfig, teacher: Any = None, ledger_path: str | Pat
     filters: list[Filter] = [
         EmptyFilter(cfg.empty),
         TruncationFilter(cfg.truncation),
+        ToolCallFilter(cfg.tool_call),
         RefusalFilter(cfg.refusal),
         FormatFilter(cfg),
         LengthFilter(cfg.length),

@@ -15,20 +15,12 @@ import copy
 from collections import Counter
 from typing import Any
 
-from pydantic import Field
-
-from core.base import StrictModel, stable_hash
+from core.base import stable_hash
 from core.toolcalls import ToolCallError, parse_arguments, tool_parameters
+from teacher.filter_config import ToolCallFilterConfig
 from teacher.filters.base import KEEP, Filter, Verdict, drop
 
-
-class ToolCallFilterConfig(StrictModel):
-    """Check the teacher's tool calls against the declared tool schemas."""
-
-    enabled: bool = Field(True, description="Drop answers whose tool calls break the declared tools' schemas.")
-    allow_unknown_arguments: bool = Field(False, description="Keep calls that pass arguments the tool's schema does not declare (unless the schema says additionalProperties: false).")
-    check_types: bool = Field(True, description="Validate argument values against the schema (types, enums, nested objects), not only names.")
-    enforce_tool_choice: bool = Field(True, description="Drop text answers when tool_choice demanded a call, and calls when it said none or named another tool.")
+__all__ = ["ToolCallFilter", "ToolCallFilterConfig", "json_schema", "tool_usage"]
 
 
 # Python-flavoured names some tool catalogues (BFCL) use for JSON Schema types; "any" means no constraint.
@@ -82,9 +74,18 @@ class ToolCallFilter(Filter):
         self._validators: dict[str, Any] = {}
         self._bad_schemas: set[str] = set()
         self._meta: dict[type, Any] = {}
+        self._no_tools = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.config.enabled) and not self._no_tools
 
     def setup(self, records: list[dict]) -> None:
         with_calls = sum(bool(r.get("tool_calls")) for r in records)
+        if not with_calls and not any(r.get("tools") for r in records):
+            self._no_tools = True  # nothing declares or calls a tool: not a tool-calling data set
+            self.note = "no tools declared: no check"
+            return
         self.note = f"{with_calls} answers with tool calls checked against their declared tools"
 
     def _validator(self, schema: dict, tool: str):

@@ -6,7 +6,10 @@ Batch API (/v1/files, /v1/batches; see batch_api.py). It can inject faults (429 
 500, hangs past the client's timeout, malformed bodies), lognormal latency, and enforce its own
 requests/s limit, so the replay's retry and crash-recovery paths are tested against real HTTP.
 
-Matching: the last user turn exactly, then normalised (lowercase, collapsed whitespace).
+Matching: the last user turn exactly, then normalised (lowercase, collapsed whitespace); rows
+that name their tool set ("tools") answer only requests declaring that set. A row with
+"tool_calls" answers with them (OpenAI `tool_calls`, finish_reason "tool_calls") when the
+request declares the tools they call.
 Token counts are approximate (see textutil.approx_tokens).
 
 Billing model (what tests assert on): `answered[id]` counts answers delivered for a prompt. A
@@ -27,30 +30,14 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
-from pathlib import Path
-
+from collections import Counter, deque
 from aiohttp import web
 
-from core.base import DistillError, read_jsonl
+from core.base import DistillError
+from core.toolcalls import assistant_message, calls_text
 from teacher.reference.config import ReferenceTeacherConfig
-from teacher.textutil import last_user_text, messages_tokens, normalise, truncate_tokens
-
-
-def load_answers(path: str | Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Reference answers keyed by exact user text and by normalised user text."""
-    p = Path(path)
-    if not p.is_file():
-        raise DistillError(f"reference answers file not found: {p}")
-    exact: dict[str, dict] = {}
-    norm: dict[str, dict] = {}
-    for i, row in enumerate(read_jsonl(p), 1):
-        if not isinstance(row, dict) or not isinstance(row.get("user"), str) or not isinstance(row.get("response"), str):
-            raise DistillError(f"{p}: line {i} needs string fields 'user' and 'response'")
-        entry = {"id": str(row.get("id", i)), "response": row["response"]}
-        exact.setdefault(row["user"], entry)
-        norm.setdefault(normalise(row["user"]), entry)
-    return exact, norm
+from teacher.reference.answers import load_answer_index, load_answers, tool_set_names  # noqa: F401  (load_answers: re-exported)
+from teacher.textutil import approx_tokens, last_user_text, messages_tokens, normalise, truncate_tokens
 
 
 class _Bucket:
@@ -83,13 +70,14 @@ class ReferenceTeacher:
         if not cfg.answers:
             raise DistillError("teacher.reference_server.answers: set the reference answers JSONL")
         self.cfg = cfg
-        self.exact, self.norm = load_answers(cfg.answers)
+        self.exact, self.norm, self.by_tools = load_answer_index(cfg.answers)
         self.rng = random.Random(cfg.faults.seed)
         self.bucket = _Bucket(cfg.faults.max_rps, cfg.faults.burst_s) if cfg.faults.max_rps else None
         self.answered: Counter[str] = Counter()  # prompt id -> answers delivered (billed)
         self.faults: Counter[str] = Counter()  # injected fault kind -> count
         self.requests = 0
         self.idempotent_replays = 0
+        self.recent_bodies: deque[dict] = deque(maxlen=64)  # the last chat request bodies, for tests to see what was sent
         self._idem: dict[str, tuple[str, dict]] = {}  # Idempotency-Key -> (prompt id, answer body)
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -169,10 +157,15 @@ class ReferenceTeacher:
                 "idempotent_replays": self.idempotent_replays}
 
     # ---- answering ----------------------------------------------------------------------------
-    def lookup(self, messages: list[dict]) -> dict | None:
+    def lookup(self, messages: list[dict], tools: list | None = None) -> dict | None:
         user = last_user_text(messages)
         if user is None:
             return None
+        names = tool_set_names(tools)
+        if names and self.by_tools:
+            hit = self.by_tools.get((normalise(user), names))
+            if hit is not None:
+                return hit
         return self.exact.get(user) or self.norm.get(normalise(user))
 
     def completion_body(self, body: dict) -> tuple[int, dict, str | None]:
@@ -180,21 +173,40 @@ class ReferenceTeacher:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return 400, {"error": {"message": "'messages' must be a non-empty list", "type": "invalid_request_error", "param": "messages", "code": None}}, None
-        entry = self.lookup(messages)
+        tools = body.get("tools")
+        entry = self.lookup(messages, tools)
         if entry is None:
             snippet = (last_user_text(messages) or "")[:80]
             return 404, {"error": {"message": f"reference teacher has no answer for this prompt (last user turn {snippet!r})",
                                    "type": "invalid_request_error", "param": "messages", "code": "unknown_prompt"}}, None
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 1 << 30
-        text, ctoks, cut = truncate_tokens(entry["response"], int(max_tokens))
+        calls = self._calls(entry, tools, body.get("tool_choice"))
+        if calls:
+            # Calls are answered whole (a model cut mid-call returns unparsable arguments; the
+            # truncation filter drops such answers by finish_reason anyway).
+            message = assistant_message(entry["response"] or None, calls)
+            text, ctoks, cut = message["content"], approx_tokens(entry["response"]) + approx_tokens(calls_text(calls)), False
+            finish = "tool_calls"
+        else:
+            text, ctoks, cut = truncate_tokens(entry["response"], int(max_tokens))
+            message, finish = {"role": "assistant", "content": text}, "length" if cut else "stop"
         n = int(body.get("n") or 1)
-        choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "length" if cut else "stop",
-                    "logprobs": None} for i in range(n)]
-        ptoks = messages_tokens(messages)
+        choices = [{"index": i, "message": dict(message), "finish_reason": finish, "logprobs": None} for i in range(n)]
+        ptoks = messages_tokens(messages) + (approx_tokens(json.dumps(tools)) if tools else 0)
         payload = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
                    "model": body.get("model") or self.cfg.model_name, "choices": choices,
                    "usage": {"prompt_tokens": ptoks, "completion_tokens": ctoks * n, "total_tokens": ptoks + ctoks * n}}
         return 200, payload, entry["id"]
+
+    @staticmethod
+    def _calls(entry: dict, tools: list | None, tool_choice) -> list[dict] | None:
+        """The reference calls, when the request lets the model make them: it declares every tool
+        they name, and tool_choice is not "none" (a model cannot call what it was not given)."""
+        calls = entry.get("tool_calls")
+        if not calls or tool_choice == "none":
+            return None
+        declared = set(tool_set_names(tools) or ())
+        return calls if all(c["name"] in declared for c in calls) else None
 
     def _latency(self) -> float:
         mean = self.cfg.latency_ms / 1000.0
@@ -230,6 +242,7 @@ class ReferenceTeacher:
                 raise ValueError("body is not an object")
         except (ValueError, UnicodeDecodeError) as e:
             return _error(400, f"request body is not valid JSON: {e}", "invalid_request_error")
+        self.recent_bodies.append(body)
         if self.bucket is not None:
             wait = self.bucket.take()
             if wait > 0:
@@ -297,7 +310,11 @@ class ReferenceTeacher:
         for ch in payload["choices"]:
             i = ch["index"]
             await send({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-            words = ch["message"]["content"].split(" ")
+            if ch["message"].get("tool_calls"):
+                # Each call in one delta (OpenAI's chunks split the arguments; clients join them either way).
+                deltas = [{**c, "index": j} for j, c in enumerate(ch["message"]["tool_calls"])]
+                await send({**base, "choices": [{"index": i, "delta": {"tool_calls": deltas}, "finish_reason": None}]})
+            words = ch["message"]["content"].split(" ") if ch["message"]["content"] is not None else []
             for j, w in enumerate(words):
                 piece = w if j == 0 else " " + w
                 await send({**base, "choices": [{"index": i, "delta": {"content": piece}, "finish_reason": None}]})

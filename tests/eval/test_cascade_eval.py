@@ -175,5 +175,12 @@ def test_the_train_stage_writes_the_validation_scores_the_eval_reads(tmp_path):
     rows = list(read_jsonl(rd.val_scores))
     assert len(rows) == m["val_examples"] > 0 and all(r["id"].startswith("train") and 0 < r["confidence"] <= 1 for r in rows)
     assert m["calibration"]["fitted_on"] == "validation"
+    # scored on the path the server runs (int8 moves confidences), against the training rows only
+    assert m["served"] == "int8"  # the tiny model's int8 agrees as well as fp32 on val
+    from student.fast_path import load_served
+
+    train, val = split_validation([Example(r["id"], r["messages"], r["response"]) for r in kept if r["split"] == "train"], 0.3)
+    served = calibrate_and_score(load_served(rd.model_dir), val, len(train))
+    assert [r["confidence"] for r in rows] == [r["confidence"] for r in served] and [r["id"] for r in rows] == [e.id for e in val]
     res = attach_cascade(CascadeConfig(enabled=True, max_teacher_share=0.5), rd, skeleton(), kept[-6:], [None] * 6, samples=100)
     assert "train stage" in res["val"]["source"] and res["val"]["n"] == len(rows)

@@ -25,7 +25,7 @@ def test_every_kind_of_bad_line_is_quarantined_with_position_and_reason(runner, 
         {"id": "t3", "messages": [{"content": "no role"}]},             # 8 no role
         {"id": "t4", "messages": [{"role": "system", "content": "only system"}]},           # 9 no user turn
         {"id": "t5", "messages": [{"role": "user", "content": "   \n "}]},                # 10 empty user turn
-        {"id": "t6", "messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "q"}]},  # 11 bad role
+        {"id": "t6", "messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "q"}]},  # 11 tool result, no call
         {"id": {"nested": 1}, "prompt": "id is an object"},             # 12 wrong id type
         {"id": "t7", "prompt": "bad time", "timestamp": "yesterday"},   # 13 bad timestamp
         {"id": "t8", "prompt": "meta", "metadata": ["not", "a", "dict"]},  # 14 bad metadata
@@ -35,17 +35,22 @@ def test_every_kind_of_bad_line_is_quarantined_with_position_and_reason(runner, 
         {"id": "t9", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},  # 18
         "[" * 100000 + "]" * 100000,                                    # 19 nested too deep / malformed
         chat(2, "a fine question about cards"),                         # 20 ok
+        {"id": "tc1", "tools": [_TOOL], "messages": [{"role": "user", "content": "card 1234?"}, _call(), _result()]},  # 21 ok: tools
+        {"id": "tc2", "tools": [_TOOL], "messages": [{"role": "user", "content": "card 1?"}, _call('{"last4": 12'), _result()]},  # 22
+        {"id": "tc3", "messages": [{"role": "user", "content": "card 2?"}, _call(), _result()]},  # 23 calls an undeclared tool
+        {"id": "tc4", "tools": [_TOOL], "messages": [{"role": "user", "content": "card 3?"}, _call(), _result("c9")]},  # 24 orphan result
     ]
     log = write_log(tmp_path / "log.jsonl", lines)
     c = runner.run(runner.cfg(log, holdout_fraction=0.0))
     assert_balanced(c)
     assert c["read"] + c["blank_lines"] == len(lines)
-    assert (c["kept"], c["quarantined"], c["blank_lines"]) == (2, 17, 1)
+    assert (c["kept"], c["quarantined"], c["blank_lines"]) == (3, 20, 1)
     q = {row["position"]: row for row in runner.out("quarantine")}
     expect = {2: "malformed_json", 4: "invalid_utf8", 5: "unknown_shape", 6: "bad_messages", 7: "bad_messages",
-              8: "bad_messages", 9: "no_user_turn", 10: "no_user_turn", 11: "bad_role", 12: "bad_id",
+              8: "bad_messages", 9: "no_user_turn", 10: "no_user_turn", 11: "bad_tool_result", 12: "bad_id",
               13: "bad_timestamp", 14: "bad_metadata", 15: "unknown_shape", 16: "invalid_unicode",
-              17: "duplicate_id", 18: "bad_messages", 19: "malformed_json"}
+              17: "duplicate_id", 18: "bad_messages", 19: "malformed_json",
+              22: "bad_tool_arguments", 23: "undeclared_tool", 24: "bad_tool_result"}
     assert {p: r["reason"].split(":")[0] for p, r in q.items()} == expect
     assert c["quarantined_by_reason"]["bad_messages"] == 4
     for row in q.values():
@@ -53,6 +58,17 @@ def test_every_kind_of_bad_line_is_quarantined_with_position_and_reason(runner, 
     assert "byte 15 of the line" in q[4]["reason"] and "caf\\xe9" in q[4]["raw"]
     assert "req_1" in q[17]["reason"] and "position 1" in q[17]["reason"]
     assert len(q[19]["raw"]) < 2100  # raw is cut
+
+
+_TOOL = {"type": "function", "function": {"name": "get_card", "parameters": {"type": "object", "properties": {"last4": {"type": "string"}}}}}
+
+
+def _call(args='{"last4": "1234"}'):
+    return {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_card", "arguments": args}}]}
+
+
+def _result(cid="c1"):
+    return {"role": "tool", "tool_call_id": cid, "content": '{"status": "shipped"}'}
 
 
 def test_one_megabyte_prompt_is_quarantined_and_cut(runner, tmp_path):
@@ -111,7 +127,8 @@ def test_unreachable_source_fails_clearly_and_writes_nothing(runner, tmp_path, s
     assert f"127.0.0.1:{port}" in msg and "s3cret" not in msg
     assert not (runner.rd.path / "ingest").exists()
     assert "ingest" not in runner.rd.manifest()["stages"]
-    assert not (tmp_path / "state").exists()
+    # No watermark, no golden holdout: only the workers' lock file (ingest/state.py) may be there.
+    assert [f.suffix for f in (tmp_path / "state").rglob("*")] in ([], [".lock"])
 
 
 def test_cut_off_gzip_fails_clearly_and_writes_nothing(runner, tmp_path):

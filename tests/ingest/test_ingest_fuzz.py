@@ -25,11 +25,20 @@ EXAMPLES = 150
 # A few valid records, drawn again and again so exact and near duplicates happen too.
 _POOL = [json.dumps(chat(i, user)).encode() for i, user in enumerate(
     ["reset my card pin", "reset my card pin please", "where is my refund", "caf\u00e9 \U0001f600 bill", "x"])]
+_TOOL = {"type": "function", "function": {"name": "get_card", "parameters": {"type": "object", "properties": {"last4": {"type": "string"}}}}}
+_POOL += [json.dumps({"id": "tc1", "tools": [_TOOL], "messages": [  # tool-calling lines: mutations break calls, arguments, ids
+    {"role": "user", "content": "status of card 1234?"},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_card", "arguments": "{\"last4\": \"1234\"}"}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": "{\"status\": \"shipped\"}"}], "response": "It shipped."}).encode(),
+    json.dumps({"id": "tc2", "tools": [_TOOL], "messages": [{"role": "user", "content": "card 9876?"}],
+                "response": {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c2", "type": "function", "function": {"name": "get_card", "arguments": "{\"last4\": \"9876\"}"}}]}}).encode()]
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(
-        ["id", "messages", "prompt", "role", "content", "response", "timestamp", "metadata", "model", "input"]) | st.text(max_size=5),
+        ["id", "messages", "prompt", "role", "content", "response", "timestamp", "metadata", "model", "input",
+         "tools", "tool_calls", "tool_call_id", "function_call", "functions", "tool_choice"]) | st.text(max_size=5),
         kids, max_size=4),
     max_leaves=12)
 

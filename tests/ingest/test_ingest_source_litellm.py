@@ -164,3 +164,26 @@ def test_older_table_without_status_or_request_body(runner, pg_url, spend_table)
     assert (c["read"], c["kept"]) == (1, 1)
     r = runner.out("train")[0]
     assert (r["messages"], r["response"]) == ([{"role": "user", "content": "old style prompt"}], "plain answer")
+
+
+def test_tool_calling_rows_keep_tools_and_calls(runner, pg_url, spend_table):
+    from test_ingest_toolcalls import TIME, WEATHER, wire
+
+    schema, insert = spend_table
+    r1 = row(1)
+    r1["proxy_server_request"]["tools"] = [WEATHER, TIME]
+    r1["proxy_server_request"]["tool_choice"] = "auto"
+    r1["proxy_server_request"]["messages"] += [{"role": "assistant", "content": None, "tool_calls": [wire("get_time", "{}", "call_t")]},
+                                               {"role": "tool", "tool_call_id": "call_t", "content": "12:00"}]
+    r1["response"]["choices"][0].update(finish_reason="tool_calls", message={"role": "assistant", "content": None,
+                                                                             "tool_calls": [wire(cid="call_w")]})
+    r2 = row(2)
+    r2["response"]["choices"][0]["message"]["tool_calls"] = [wire()]             # no tools in the request
+    insert([r1, r2])
+    c = runner.run(cfg_for(pg_url, schema))
+    assert_balanced(c)
+    assert (c["kept"], c["quarantined_by_reason"]) == (1, {"undeclared_tool": 1})
+    rec = runner.out("train")[0]
+    assert rec["tools"] == [WEATHER, TIME] and rec["tool_choice"] == "auto" and rec["response"] is None
+    assert rec["messages"][2]["tool_calls"] == [{"id": "call_t", "name": "get_time", "arguments": {}}]
+    assert rec["tool_calls"] == [{"id": "call_w", "name": "get_weather", "arguments": {"city": "Paris"}}]

@@ -90,8 +90,7 @@ class StoreServer:
         c = next((c for c in self.completions if c["id"] == cid), None)
         if c is None or c.get("_gone"):
             return None
-        msgs = [{"id": f"{cid}-{j}", "role": m["role"], "content": m["content"], "name": None, "content_parts": None}
-                for j, m in enumerate(c["_input"])]
+        msgs = [{"id": f"{cid}-{j}", "name": None, "content_parts": None, **m} for j, m in enumerate(c["_input"])]
         return self._page(msgs, q, min(int(q.get("limit", 20)), self.messages_page))
 
     def __enter__(self):

@@ -85,3 +85,51 @@ def test_minhash_cache_refills_when_full(tmp_path):
     for seqs in ([0, 1, 2], [2, 3, 4], [5, 0], list(range(10))):  # overflow, then more than fit
         assert (s.cached_minhashes(seqs) == v[seqs]).all()
     s.close()
+
+
+def _walk(values, keys, index_keys, index_values, seqs, threshold):
+    """The per-record walk the vectorised lookups replace: bands in order, each bucket oldest
+    first, the first of the most similar wins."""
+    buckets: dict[int, list[int]] = {}
+    for row, s in zip(index_keys.tolist(), seqs):
+        for k in row:
+            buckets.setdefault(k, []).append(s)
+    by_seq = dict(zip(seqs, index_values))
+    out = []
+    for hv, row in zip(values, keys.tolist()):
+        best, best_sim = None, 0.0
+        for s in dict.fromkeys(s for k in row for s in buckets.get(k, [])):
+            sim = np.count_nonzero(by_seq[s] == hv) / len(hv)
+            if sim >= threshold and sim > best_sim:
+                best, best_sim = s, sim
+        out.append(best)
+    return out
+
+
+def test_vectorised_lookups_pick_the_same_twin_as_the_walk_ties_included(tmp_path):
+    from ingest.finish import HoldoutIndex
+
+    rng = np.random.default_rng(3)
+    b, r = 8, 2
+    base = rng.integers(0, 3, (40, 64)).astype(np.uint32)  # tiny alphabet: full buckets, many equal similarities
+    idx_v = base[rng.integers(0, 40, 300)] ^ (rng.random((300, 64)) < 0.15).astype(np.uint32)
+    q_v = base[rng.integers(0, 40, 200)] ^ (rng.random((200, 64)) < 0.15).astype(np.uint32)
+    parts = np.zeros(300, dtype=np.uint64)
+    idx_k, q_k = band_keys(idx_v, parts, b, r, 2), band_keys(q_v, parts[:200], b, r, 2)
+    expect = _walk(q_v, q_k, idx_k, idx_v, list(range(300)), 0.7)
+    assert sum(e is not None for e in expect) > 50
+    # The run's on-disk store, with members on disk, in flight and still buffered.
+    s = DedupStore(tmp_path / "s", cache_mb=1, bloom_mb=0.01, buffer_records=100, hv_cache=64)
+    s.put_minhashes(idx_v)
+    for lo in range(0, 300, 50):
+        s.add_bands(idx_k[lo:lo + 50], list(range(lo, lo + 50)))
+    seq, _, _ = s.best_twins(q_v, q_k, 0.7)
+    assert [None if x < 0 else x for x in seq.tolist()] == expect
+    s.close()
+    # The decontamination index.
+    h = HoldoutIndex(tmp_path, b, r)
+    for lo in range(0, 300, 64):
+        h.add(idx_v[lo:lo + 64], parts[lo:lo + 64], list(range(lo, min(lo + 64, 300))))
+    h.build(64)
+    assert h.best_twins(q_v, q_k, 0.7) == expect
+    h.close()

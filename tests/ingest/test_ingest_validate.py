@@ -51,8 +51,10 @@ def test_validate_rules():
     validate(rec(("system", "s"), ("user", "hi")), cfg)
     with pytest.raises(RecordError, match="no_user_turn"):
         validate(rec(("system", "s"), ("assistant", "a")), cfg)
-    with pytest.raises(RecordError, match="bad_role: message 1 has role 'tool'"):
-        validate(rec(("tool", "t"), ("user", "u")), cfg)
+    with pytest.raises(RecordError, match="bad_role: message 1 has role 'function'"):
+        validate(rec(("function", "t"), ("user", "u")), cfg)
+    with pytest.raises(RecordError, match="bad_role: message 1 has role 'tool'"):  # tools can be switched off
+        validate(rec(("tool", "t"), ("user", "u")), ValidationConfig(allowed_roles=["system", "user", "assistant"]))
     with pytest.raises(RecordError, match="too_long"):
         validate(rec(("user", "x" * 41)), cfg)
     validate(rec(("user", "x" * 35)), cfg)

@@ -140,3 +140,41 @@ def test_without_a_teacher_every_uncertain_request_gets_the_flagged_student_answ
         assert r.model_extra["distill"]["teacher_error"] == "no teacher configured"
     finally:
         srv.stop()
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_a_forwarded_tool_request_reaches_the_teacher_with_its_tools_and_comes_back_as_openai_tool_calls(setup, tmp_path):
+    """A request with `tools` the student is unsure of: the teacher is sent the same tools, its
+    tool calls come back in OpenAI shape (content null, finish_reason tool_calls), and the forward
+    log keeps tools and calls so the next ingest learns the call, not an empty answer."""
+    model_dir, threshold, _ = setup
+    answers = tmp_path / "answers.jsonl"
+    write_jsonl(answers, [{"id": "w", "user": "sunny today", "tools": ["get_weather"], "response": "",
+                           "tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}])
+    teacher = ReferenceTeacher(ReferenceTeacherConfig(answers=str(answers)))
+    teacher.start()
+    log = tmp_path / "forwarded.jsonl"
+    try:
+        with CascadeServer(model_dir, threshold, client_for(teacher.base_url), forward_log=log) as url:
+            raw = openai.OpenAI(base_url=url, api_key="x", max_retries=0).chat.completions.with_raw_response.create(
+                model="m", messages=msgs("sunny today"), tools=[WEATHER_TOOL], tool_choice="auto")
+            r = raw.parse()
+        sent = teacher.recent_bodies[-1]
+    finally:
+        teacher.stop()
+    assert raw.headers.get(ANSWERED_BY) == "teacher"
+    assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"] and sent["tool_choice"] == "auto"
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls] == [("get_weather", {"city": "Oslo"})]
+
+    cfg = IngestConfig.model_validate({"source": {"kind": "jsonl", "path": str(log)}, "parquet": False, "holdout_fraction": 0.0})
+    rd = RunDir.create(tmp_path / "runs", "next")
+    counts = run_ingest(cfg, rd)
+    assert counts["read"] == counts["kept"] == 1 and counts["quarantined"] == 0
+    (row,) = read_jsonl(rd.path / "ingest" / "train.jsonl")
+    assert [t["function"]["name"] for t in row["tools"]] == ["get_weather"]
+    assert [(c["name"], c["arguments"]) for c in row["tool_calls"]] == [("get_weather", {"city": "Oslo"})]

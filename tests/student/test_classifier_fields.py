@@ -151,6 +151,10 @@ def test_set_and_span_fields_learn_save_load_and_never_invent_text(tmp_path, tin
             assert v and v in msgs[0]["content"], (v, msgs)
     meta = json.loads((rd.path / "train" / "model" / "student.json").read_text())
     assert meta["kind"] == "classifier" and meta["layout"] and set(meta["set_thresholds"]) == {"intents"}
+    # Set and span confidences are calibrated per field on the validation split, ECE before/after recorded.
+    cal = meta["structured_calibration"]
+    assert set(cal["temperature"]) == {"intents", "__spans__"} and cal["fitted_on"] == "validation"
+    assert cal["ece_after"] is not None and cal["ece_before"] is not None
 
 
 def test_data_report_says_which_field_decides_the_kind(tmp_path):

@@ -82,3 +82,36 @@ def test_causal_lm_and_empty_val_stay_fp32(saved, tmp_path):
     d.mkdir()
     (d / "student.json").write_text(json.dumps({"kind": "causal_lm"}))
     assert "no fast path" in fast_path.choose(d, [[{"role": "user", "content": "x"}]], ["y"])["reason"]
+
+
+def test_val_examples_are_scored_against_the_training_rows_only(saved, tmp_path, monkeypatch):
+    """One method cuts the kNN memory to its training rows (finalize appends the val examples
+    after them) and puts the deployed memory back, even when scoring fails; the fast-path choice
+    scores both of its paths through it."""
+    import torch
+
+    model_dir, ex = saved
+    st = ClassifierStudent.load(model_dir)
+    z, _, y = st._embed_examples(ex)
+    st.knn = {"k": 3, "temperature": 0.05, "lambda": 0.5}
+    st.memory = deployed = (z, y)
+    with st.against_training_rows(5):
+        assert st.memory[0].shape[0] == 5 and all(len(v) == 5 for v in st.memory[1].values())
+        assert torch.equal(st.memory[0], z[:5])
+    assert st.memory is deployed
+    with pytest.raises(RuntimeError), st.against_training_rows(5):
+        raise RuntimeError("scoring failed")
+    assert st.memory is deployed
+    with st.against_training_rows(None):  # no count: the whole memory
+        assert st.memory is deployed
+
+    seen = []
+    real = ClassifierStudent.against_training_rows
+
+    def spy(self, n_train):
+        seen.append(n_train)
+        return real(self, n_train)
+
+    monkeypatch.setattr(ClassifierStudent, "against_training_rows", spy)
+    fast_path.choose(model_dir, [e.messages for e in ex], [e.target for e in ex], n_train=7)
+    assert seen == [7, 7]  # fp32 and int8

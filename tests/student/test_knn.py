@@ -32,8 +32,21 @@ def test_mix_weight_zero_is_the_head_alone():
 def test_select_uses_knn_only_where_it_helps_on_validation():
     q = _unit([1, 0.1], [0.1, 1], [0.95, 0.05], [0.05, 0.95])
     y = {"f": torch.tensor([0, 1, 0, 1])}
-    right = {"f": torch.nn.functional.one_hot(y["f"], 2).float() * 3}
+    right = {"f": torch.nn.functional.one_hot(y["f"], 2).float() * 8}
     wrong = {"f": right["f"].flip(-1)}
-    assert select(right, q, y, MEMORY, {"f": LABELS})["lambda"] == 0.0  # head already perfect: kNN not used
+    noisy = {"f": torch.tensor([0, 1, 1, 0])}  # each cluster's neighbours split between the labels
+    assert select(right, q, y, MEMORY, noisy)["lambda"] == 0.0  # a sure, right head: a split vote only blurs it
     pick = select(wrong, q, y, MEMORY, {"f": LABELS})
     assert pick["lambda"] > 0 and pick["val_accuracy"] == 1.0 and pick["val_accuracy_head_only"] == 0.0
+    assert pick["val_log_loss"] < pick["val_log_loss_head_only"] and pick["criterion"] == "val_log_loss"
+
+
+def test_select_scores_the_distribution_not_only_the_argmax():
+    """A head that is right but unsure ties the mix on accuracy; the clean neighbour vote makes the
+    right answers surer, which log loss (the criterion) rewards - the confidence the cascade reads."""
+    q = _unit([1, 0.1], [0.1, 1], [0.95, 0.05], [0.05, 0.95])
+    y = {"f": torch.tensor([0, 1, 0, 1])}
+    unsure = {"f": torch.nn.functional.one_hot(y["f"], 2).float() * 0.4}
+    pick = select(unsure, q, y, MEMORY, {"f": LABELS})
+    assert pick["val_accuracy"] == pick["val_accuracy_head_only"] == 1.0
+    assert pick["lambda"] > 0 and pick["val_log_loss"] < pick["val_log_loss_head_only"]

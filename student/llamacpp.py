@@ -1,0 +1,186 @@
+"""The llama.cpp serving engine for causal-LM students (llama-cpp-python, CPU).
+
+LlamaCppStudent implements the Student protocol (student/base.py: predict, predict_scored,
+count_tokens) over the student's GGUF export (student/gguf_export.py), so the OpenAI-shaped server
+(student/serve.py) and the cascade (serving/cascade.py) serve it unchanged. Same answers as the HF
+path by construction where it matters:
+- the prompt is rendered and tokenised by the student's own HF tokenizer (student/lm_data.py's
+  render_prompt, the baked system prompt dropped as at training) and handed to llama.cpp as ids;
+- greedy decoding, stop at end-of-turn, max_new_tokens from student.json;
+- decoding under the student's output JSON schema (student.json's output_schema, when
+  constrained_decoding is on) through llama.cpp's JSON-schema grammar (GBNF); uniqueItems, which
+  GBNF cannot say either, is applied after decoding as on the HF path (student/constrained.py);
+- confidence = the mean log-prob of the answer tokens and the end-of-turn token, from the model's
+  own logits (before the grammar), Platt-scaled with the calibration the train stage fitted on HF
+  scores (student/causal_lm.py predict_scored).
+One llama.cpp context, one sequence at a time: the server's micro-batcher calls predict from one
+thread. Requests are decoded in turn; a shared prompt prefix is reused from the KV cache.
+
+Engine choice: student.json "serve_engine" (written by student/engine.py's select_and_record when
+the export kept the HF answers on validation) or `distill serve --engine`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from core.base import DistillError
+from core.rundir import STUDENT_META
+from student.base import Messages
+
+INSTALL_HINT = ("llama-cpp-python is not installed: `bash scripts/install.sh` builds it (a 5-15 minute compile on 2 cores), "
+                "or `pip install --no-deps llama-cpp-python==0.3.36 diskcache==5.6.3`")
+
+
+def available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _gguf_for(model_dir: Path, meta: dict) -> Path:
+    """The student's GGUF: the saved export, else a fresh one (in the student dir when writable,
+    else a temporary directory: a registry copy may be read-only)."""
+    from student.gguf_export import GGUF_FILE, export_gguf
+
+    saved = model_dir / GGUF_FILE
+    if saved.is_file():
+        return saved
+    try:
+        return export_gguf(model_dir, saved, meta.get("gguf_weight_type", "f16"))
+    except OSError:
+        return export_gguf(model_dir, Path(tempfile.mkdtemp(prefix="distill-gguf-")) / "student.gguf", meta.get("gguf_weight_type", "f16"))
+
+
+def schema_gbnf(schema: dict, separators: tuple[str, str]) -> str:
+    """llama.cpp's GBNF for `schema` with the teacher's separators pinned: its converter allows an
+    optional space around every token (`space ::= " "?`); the HF path's llguidance grammar allows
+    only the separators the training answers use (student/constrained.py json_separators), so an
+    answer can differ only where the two models differ, not by a free whitespace choice. Properties
+    come in schema order in both grammars."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    g = json_schema_to_gbnf(json.dumps(schema))
+    g = g.replace('"," space', json.dumps(separators[0])).replace('":" space', json.dumps(separators[1]))
+    return re.sub(r"^space ::= .*$", 'space ::= ""', g, flags=re.M)
+
+
+class LlamaCppStudent:
+    kind = "causal_lm"
+    engine = "llamacpp"
+
+    def __init__(self, llm: Any, tokenizer: Any, meta: dict, gguf_path: Path):
+        from student.lm_data import ChatFormat
+
+        self.llm, self.tok, self.meta, self.gguf_path = llm, tokenizer, meta, gguf_path
+        self.fmt = ChatFormat(meta["eot_id"], meta["eot_text"])
+        self._grammar = self._build_grammar()
+        self.tokens_generated = 0
+        self.decode_s = 0.0
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int | None = None, gguf_path: str | Path | None = None) -> "LlamaCppStudent":
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise DistillError(INSTALL_HINT) from None
+        from transformers import AutoTokenizer
+
+        path = Path(path)
+        meta = json.loads((path / STUDENT_META).read_text())
+        if meta.get("kind") != "causal_lm":
+            raise DistillError(f"{path}: the llama.cpp engine serves causal-LM students (this one is {meta.get('kind')!r})")
+        if meta.get("tool_format"):
+            raise DistillError(f"{path}: a student trained with tools is served by the hf engine (tool-call rendering is HF-only)")
+        gguf = Path(gguf_path) if gguf_path else _gguf_for(path, meta)
+        if threads is None:
+            from student.train import auto_threads
+
+            threads = auto_threads()
+        n_ctx = int(meta.get("max_seq_length", 256)) + int(meta.get("max_new_tokens", 128)) + 8
+        llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_threads=threads, n_threads_batch=threads,
+                    logits_all=False, verbose=False)
+        return cls(llm, AutoTokenizer.from_pretrained(path / "merged"), meta, gguf)
+
+    def save(self, path: str | Path) -> None:
+        raise DistillError("a llama.cpp-served student is saved from its HF form (student/causal_lm.py), not from the engine")
+
+    # ------------------------------------------------------------------ decoding
+    def _build_grammar(self) -> Any:
+        m = self.meta
+        if m.get("constrained_decoding") != "on" or not m.get("output_schema"):
+            return None
+        from llama_cpp import LlamaGrammar
+
+        try:
+            return LlamaGrammar.from_string(schema_gbnf(m["output_schema"], tuple(m.get("json_separators") or (", ", ": "))), verbose=False)
+        except Exception as e:  # the converter raises plain exceptions on keywords it lacks
+            raise DistillError(f"output schema is not usable as a llama.cpp grammar: {e}") from None
+
+    def _prompt_ids(self, messages: Messages) -> list[int]:
+        from student.lm_data import bake_messages, render_prompt
+
+        conv = bake_messages(messages, self.meta.get("bake_system_prompt", False))
+        ids = self.tok(render_prompt(self.tok, conv), add_special_tokens=False)["input_ids"]
+        return ids[-int(self.meta.get("max_seq_length", 256)):]
+
+    def _one(self, messages: Messages) -> tuple[str, dict]:
+        import numpy as np
+        from llama_cpp import llama_cpp as C
+
+        llm, eot = self.llm, self.fmt.eot_id
+        n_vocab = llm.n_vocab()
+        new: list[int] = []
+        lps: list[float] = []
+        if self._grammar is not None:  # the grammar sampler keeps state: a fresh copy per answer
+            from llama_cpp import LlamaGrammar
+
+            grammar = LlamaGrammar.from_string(self._grammar._grammar, verbose=False)
+        else:
+            grammar = None
+        t0 = time.perf_counter()
+        for tok in llm.generate(self._prompt_ids(messages), temp=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar):
+            # the logits this token was chosen from (the model's own, before the grammar)
+            row = np.ctypeslib.as_array(C.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+            mx = float(row.max())
+            lps.append(float(row[tok]) - mx - math.log(float(np.exp(row - mx).sum())))
+            if tok == eot or C.llama_vocab_is_eog(llm._model.vocab, tok):
+                break
+            new.append(tok)
+            if len(new) >= int(self.meta.get("max_new_tokens", 128)):
+                break
+        self.decode_s += time.perf_counter() - t0
+        self.tokens_generated += len(lps)
+        text = self.tok.decode(new, skip_special_tokens=True)
+        if grammar is not None:
+            from student.constrained import unique_items
+
+            text = unique_items(text, self.meta["output_schema"], tuple(self.meta.get("json_separators") or (", ", ": ")))
+        score = {"mean": sum(lps) / len(lps), "min": min(lps), "sum": sum(lps), "tokens": len(lps)} if lps else \
+            {"mean": 0.0, "min": 0.0, "sum": 0.0, "tokens": 0}
+        return text, score
+
+    def predict(self, batch: list[Messages], tools: Any = None) -> list[str]:
+        return [self._one(m)[0] for m in batch]
+
+    def predict_scored(self, batch: list[Messages], score: str | None = None, tools: Any = None) -> list[tuple[str, float]]:
+        """As CausalLMStudent.predict_scored: mean (default) / min / sum answer-token log-prob,
+        Platt-scaled with the student's calibration when it was fitted on that score."""
+        from student.calibration import platt
+
+        cal = self.meta.get("calibration")
+        key = score or (cal or {}).get("score", "mean")
+        pairs = [self._one(m) for m in batch]
+        raw = [s[key] for _, s in pairs]
+        conf = platt(raw, cal) if cal and cal.get("score") == key else [math.exp(min(0.0, r)) for r in raw]
+        return [(t, float(c)) for (t, _), c in zip(pairs, conf)]
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(x) for x in self.tok(texts, add_special_tokens=False)["input_ids"]]

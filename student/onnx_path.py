@@ -1,0 +1,155 @@
+"""The ONNX Runtime path for classifier students: the merged encoder exported once to ONNX and
+run by onnxruntime (CPU), the heads, pooling and kNN mix staying in torch (they are a tiny share
+of the cost and carry the decision boundary, as on the int8 path).
+
+student/fast_path.py owns the choice: "onnx" is one more candidate beside fp32 and int8, served
+only when its validation agreement is within fast_path.MAX_DROP of fp32's. The export lives in the
+saved student (`onnx/encoder.onnx`, written by the choice at the end of training, so servers load
+it without exporting); a student without one is exported into a temporary directory on load.
+
+Order of preference (fast_path.choose): int8, then onnx, then fp32 - the first within MAX_DROP is
+served. On MiniLM-L6 (2 busy cores) torch int8 ran a batch of 32 in about half ORT fp32's time, ORT
+fp32 in about 0.6x torch fp32's; ORT is tried only when int8 changes the answers too much, since it
+keeps fp32's numbers (Banking77: int8 dropped 1.1 points). bench/serve_classifier.py measures all three.
+
+onnxruntime and onnx (torch's TorchScript exporter, `dynamo=False`, writes the graph through it)
+are pinned in requirements.lock.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ONNX_FILE = Path("onnx") / "encoder.onnx"  # inside a saved student directory
+OPSET = 17
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OrtEncoder:
+    """Stands in for the HF encoder in ClassifierStudent.token_states: called with input_ids and
+    attention_mask (torch), returns an object whose last_hidden_state is a torch tensor."""
+
+    def __init__(self, onnx_path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+        import torch
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # the torch thread count the server chose (idle cores): ORT's default takes every core
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        self.path = Path(onnx_path)
+        self._torch = torch
+
+    def __call__(self, input_ids: Any, attention_mask: Any) -> Any:
+        out = self.session.run(["last_hidden_state"], {"input_ids": input_ids.cpu().numpy().astype("int64"),
+                                                       "attention_mask": attention_mask.cpu().numpy().astype("int64")})[0]
+        return SimpleNamespace(last_hidden_state=self._torch.from_numpy(out))
+
+    # what ClassifierStudent calls on its encoder outside the forward
+    def train(self, mode: bool = True) -> "OrtEncoder":
+        return self
+
+    def eval(self) -> "OrtEncoder":
+        return self
+
+    def to(self, device: Any) -> "OrtEncoder":
+        return self
+
+
+def export(student: Any, out_file: str | Path) -> Path:
+    """Export the student's (merged) encoder to `out_file`: inputs input_ids, attention_mask
+    [batch, seq] (both dynamic), output last_hidden_state [batch, seq, hidden]."""
+    import warnings
+
+    import torch
+
+    enc = student.encoder
+    if isinstance(enc, OrtEncoder):
+        return enc.path
+    if hasattr(enc, "merge_and_unload"):  # a PeftModel: the exported graph has LoRA folded in
+        enc = enc.merge_and_unload()
+
+    class _Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_suffix(".onnx.tmp")
+    ids = torch.ones((2, 8), dtype=torch.long)
+    enc.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python control flow on shapes: shapes are dynamic axes here
+        torch.onnx.export(_Wrap(enc), (ids, torch.ones_like(ids)), str(tmp), input_names=["input_ids", "attention_mask"],
+                          output_names=["last_hidden_state"], opset_version=OPSET, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                        "last_hidden_state": {0: "batch", 1: "seq"}})
+    tmp.replace(out_file)
+    return out_file
+
+
+def use_onnx(student: Any, model_dir: str | Path | None = None, threads: int | None = None) -> Any:
+    """Swap the student's encoder for the ONNX Runtime one (the saved export when model_dir has
+    it, else a fresh export in a temporary directory). Returns the student."""
+    saved = Path(model_dir) / ONNX_FILE if model_dir is not None else None
+    if saved is not None and saved.is_file():
+        path = saved
+    else:
+        path = export(student, Path(tempfile.mkdtemp(prefix="distill-onnx-")) / "encoder.onnx")
+    student.encoder = OrtEncoder(path, threads)
+    return student
+
+
+def consider(choice: dict[str, Any], model_dir: str | Path, messages: list[list[dict]], targets: list[str],
+             n_train: int | None, agreement: Any, rate: Any = None) -> dict[str, Any]:
+    """fast_path.choose's result, with the ONNX path tried when int8 was refused: served when its
+    validation agreement is within fast_path.MAX_DROP of fp32's (the export is then kept in the
+    saved student). `agreement(student, messages, targets)` and `rate(student, messages)` are
+    fast_path's, so all paths are scored alike."""
+    from student.fast_path import MAX_DROP
+    from student.kinds import load_student
+
+    acc = choice.get("agreement") or {}
+    if choice.get("choice") != "fp32" or "fp32" not in acc or not available():
+        return choice
+    out_file = Path(model_dir) / ONNX_FILE
+    st = load_student(model_dir)
+    export(st, out_file)
+    st.encoder = OrtEncoder(out_file)
+    with st.against_training_rows(n_train):
+        a = agreement(st, messages, targets)
+        r = rate(st, messages) if rate is not None else None
+    ok = a >= acc["fp32"] - MAX_DROP
+    if not ok:
+        out_file.unlink()
+    out = {**choice, "agreement": {**acc, "onnx": round(a, 5)}}
+    if r is not None and "rate_c1_per_s" in choice:
+        out["rate_c1_per_s"] = {**choice["rate_c1_per_s"], "onnx": round(r, 1)}
+    verdict = (f"onnx agreement {a:.4f} within {MAX_DROP * 100:.1f} points of fp32's {acc['fp32']:.4f}" if ok
+               else f"onnx agreement {a:.4f} more than {MAX_DROP * 100:.1f} points below fp32's {acc['fp32']:.4f}")
+    out["choice"], out["reason"] = ("onnx" if ok else "fp32"), f"{choice.get('reason')}; {verdict}"
+    return out
+
+
+def export_saved(model_dir: str | Path) -> Path:
+    """Write <model_dir>/onnx/encoder.onnx from the saved student (what the fast-path choice does
+    at the end of training, so every server of the version loads the same graph)."""
+    from student.kinds import load_student
+
+    return export(load_student(model_dir), Path(model_dir) / ONNX_FILE)
