@@ -116,7 +116,8 @@ def main() -> None:
 
     from student import load_student
     from student.config import ClassifierStudentConfig
-    from student.train import auto_threads, run_train
+    from student.threads import auto_threads
+    from student.train import run_train
 
     torch.set_num_threads(args.threads or auto_threads())
     overrides = {}

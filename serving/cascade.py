@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.toolcalls import render_messages
-from student.serve import StudentServer, _Handler, _Server
+from student.serve import StudentServer, _Handler, _Server, check_exposure, run_until_interrupted
 
 ANSWERED_BY = "X-Distill-Answered-By"
 
@@ -230,21 +230,7 @@ def serve_cascade(model_path: str | Path, threshold: float, teacher: Any | None,
                   api_key: str | None = None, allow_unauthenticated: bool = False, **kw: Any) -> None:
     """Blocking cascade server for `distill serve --cascade`; Ctrl-C stops it. Like the plain
     server it binds a non-loopback address without a key only when told to."""
-    from student.serve import _is_loopback
-
-    if not api_key and not allow_unauthenticated and not _is_loopback(host):
-        from core.base import DistillError
-
-        raise DistillError(f"refusing to serve on {host} without an API key: set DISTILL_SERVE_API_KEY, "
-                           "bind 127.0.0.1, or pass --allow-unauthenticated to expose it anyway")
+    check_exposure(host, api_key, allow_unauthenticated)
     srv = CascadeServer(model_path, threshold, teacher, host=host, port=port, api_key=api_key, **kw)
-    url = srv.start()
-    print(f"serving {model_path} as a cascade at {url} (threshold {threshold:.4g}, teacher {srv.router.teacher_model}, "
-          f"forward log {srv.router.forward_log})", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.stop()
+    run_until_interrupted(srv, lambda url: f"serving {model_path} as a cascade at {url} (threshold {threshold:.4g}, teacher "
+                          f"{srv.router.teacher_model}, forward log {srv.router.forward_log})")

@@ -101,7 +101,7 @@ class LlamaCppStudent:
             raise DistillError(f"{path}: a student trained with tools is served by the hf engine (tool-call rendering is HF-only)")
         gguf = Path(gguf_path) if gguf_path else _gguf_for(path, meta)
         if threads is None:
-            from student.train import auto_threads
+            from student.threads import auto_threads
 
             threads = auto_threads()
         n_ctx = int(meta.get("max_seq_length", 256)) + int(meta.get("max_new_tokens", 128)) + 8

@@ -3,11 +3,11 @@ run by onnxruntime (CPU), the heads, pooling and kNN mix staying in torch (they 
 of the cost and carry the decision boundary, as on the int8 path).
 
 student/fast_path.py owns the choice: "onnx" is one more candidate beside fp32 and int8, served
-only when its validation agreement is within fast_path.MAX_DROP of fp32's. The export lives in the
+only when its validation agreement is within `max_drop` (fast_path.MAX_DROP) of fp32's. The export lives in the
 saved student (`onnx/encoder.onnx`, written by the choice at the end of training, so servers load
 it without exporting); a student without one is exported into a temporary directory on load.
 
-Order of preference (fast_path.choose): int8, then onnx, then fp32 - the first within MAX_DROP is
+Order of preference (fast_path.choose): int8, then onnx, then fp32 - the first within max_drop is
 served. On MiniLM-L6 (2 busy cores) torch int8 ran a batch of 32 in about half ORT fp32's time, ORT
 fp32 in about 0.6x torch fp32's; ORT is tried only when int8 changes the answers too much, since it
 keeps fp32's numbers (Banking77: int8 dropped 1.1 points). bench/serve_classifier.py measures all three.
@@ -117,12 +117,11 @@ def use_onnx(student: Any, model_dir: str | Path | None = None, threads: int | N
 
 
 def consider(choice: dict[str, Any], model_dir: str | Path, messages: list[list[dict]], targets: list[str],
-             n_train: int | None, agreement: Any, rate: Any = None) -> dict[str, Any]:
+             n_train: int | None, agreement: Any, rate: Any = None, max_drop: float = 0.002) -> dict[str, Any]:
     """fast_path.choose's result, with the ONNX path tried when int8 was refused: served when its
-    validation agreement is within fast_path.MAX_DROP of fp32's (the export is then kept in the
+    validation agreement is within `max_drop` (fast_path.MAX_DROP) of fp32's (the export is then kept in the
     saved student). `agreement(student, messages, targets)` and `rate(student, messages)` are
     fast_path's, so all paths are scored alike."""
-    from student.fast_path import MAX_DROP
     from student.kinds import load_student
 
     acc = choice.get("agreement") or {}
@@ -135,14 +134,14 @@ def consider(choice: dict[str, Any], model_dir: str | Path, messages: list[list[
     with st.against_training_rows(n_train):
         a = agreement(st, messages, targets)
         r = rate(st, messages) if rate is not None else None
-    ok = a >= acc["fp32"] - MAX_DROP
+    ok = a >= acc["fp32"] - max_drop
     if not ok:
         out_file.unlink()
     out = {**choice, "agreement": {**acc, "onnx": round(a, 5)}}
     if r is not None and "rate_c1_per_s" in choice:
         out["rate_c1_per_s"] = {**choice["rate_c1_per_s"], "onnx": round(r, 1)}
-    verdict = (f"onnx agreement {a:.4f} within {MAX_DROP * 100:.1f} points of fp32's {acc['fp32']:.4f}" if ok
-               else f"onnx agreement {a:.4f} more than {MAX_DROP * 100:.1f} points below fp32's {acc['fp32']:.4f}")
+    verdict = (f"onnx agreement {a:.4f} within {max_drop * 100:.1f} points of fp32's {acc['fp32']:.4f}" if ok
+               else f"onnx agreement {a:.4f} more than {max_drop * 100:.1f} points below fp32's {acc['fp32']:.4f}")
     out["choice"], out["reason"] = ("onnx" if ok else "fp32"), f"{choice.get('reason')}; {verdict}"
     return out
 

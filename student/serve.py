@@ -283,7 +283,7 @@ class StudentServer:
                  engine: str | None = None):
         self.model_path, self.host, self.port, self.api_key, self.model_name = Path(model_path), host, port, api_key, model_name
         self.engine = engine  # "hf" | "llamacpp"; None = the engine recorded in student.json (student/engine.py)
-        self.num_threads = num_threads  # torch threads; None = auto (idle cores, see student.train.auto_threads)
+        self.num_threads = num_threads  # torch threads; None = auto (idle cores, see student.threads.auto_threads)
         self.fast_path = fast_path  # "fp32" | "int8"; None = the choice recorded in student.json (student/fast_path.py)
         self.served: str | None = None  # what start() loaded: "fp32", "int8", "onnx" (hf engine) or "llamacpp"
         self.student: Student | None = None
@@ -303,7 +303,7 @@ class StudentServer:
         if self.student is None:
             import torch
 
-            from student.train import auto_threads
+            from student.threads import auto_threads
 
             # Process-wide, but this process serves the student: a one-query forward gains little
             # from a second thread and an oversubscribed one spins (latency spikes on a busy CPU).
@@ -342,16 +342,27 @@ class StudentServer:
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           allow_unauthenticated: bool = False, model_name: str = "student", num_threads: int | None = None,
           fast_path: str | None = None, engine: str | None = None) -> None:
-    """Blocking server for `distill serve`; Ctrl-C stops it. Without a key it binds only a loopback
-    address unless `allow_unauthenticated` says so: a student on 0.0.0.0 answers anyone."""
+    """Blocking server for `distill serve`; Ctrl-C stops it."""
+    check_exposure(host, api_key, allow_unauthenticated)
+    srv = StudentServer(model_path, host, port, api_key, model_name=model_name, num_threads=num_threads, fast_path=fast_path, engine=engine)
+    run_until_interrupted(srv, lambda url: f"serving {model_path} ({srv.student.kind}, served: {srv.served}) at {url}"
+                          + (" (bearer key required)" if api_key else ""))
+
+
+def check_exposure(host: str, api_key: str | None, allow_unauthenticated: bool) -> None:
+    """Without a key a server binds only a loopback address unless `allow_unauthenticated` says
+    so: a student on 0.0.0.0 answers anyone (and a cascade spends the teacher's money for them)."""
     if not api_key and not allow_unauthenticated and not _is_loopback(host):
         from core.base import DistillError
 
         raise DistillError(f"refusing to serve on {host} without an API key: set DISTILL_SERVE_API_KEY, "
                            "bind 127.0.0.1, or pass --allow-unauthenticated to expose it anyway")
-    srv = StudentServer(model_path, host, port, api_key, model_name=model_name, num_threads=num_threads, fast_path=fast_path, engine=engine)
+
+
+def run_until_interrupted(srv: "StudentServer", banner: Any) -> None:
+    """Start `srv`, print `banner(url)`, serve until Ctrl-C, stop."""
     url = srv.start()
-    print(f"serving {model_path} ({srv.student.kind}, served: {srv.served}) at {url}" + (" (bearer key required)" if api_key else ""), flush=True)
+    print(banner(url), flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -18,6 +18,7 @@ from student.base import Example
 from student.classifier_format import categorical_labels
 from student.config import AnyStudentConfig, AutoStudentConfig, resolve_kind
 from student.kinds import student_class
+from student.threads import auto_threads  # noqa: F401 - re-exported: callers import it from here
 
 
 # ----------------------------------------------------------------------------- data
@@ -106,21 +107,6 @@ def choose_kind(cfg: AnyStudentConfig, examples: list[Example]) -> str:
 
 
 # ----------------------------------------------------------------------------- the stage
-def auto_threads() -> int:
-    """Cores not busy right now. torch's OpenMP threads spin on barriers: on a 2-core machine with
-    other work running, 2 threads measured 3-4x slower than 1 (fwd+bwd 3.7 vs 16 ex/s); on an idle
-    one 2 threads ran 1.5-1.7x faster than 1. CPU use is sampled for a second rather than read
-    from the 1-minute load average, which still counts the replay that just ended."""
-    cores = os.cpu_count() or 1
-    try:
-        import psutil
-
-        busy = psutil.cpu_percent(interval=1.0) / 100 * cores
-    except Exception:  # noqa: BLE001 - no psutil, or no /proc: fall back to the load average
-        busy = os.getloadavg()[0]
-    return max(1, min(cores, int(cores - busy + 0.5)))
-
-
 def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
     """The train stage for the `student` section `cfg` (any variant; kind auto is resolved here)."""
     import torch
