@@ -12,11 +12,11 @@ export is then kept in the student, <student>/gguf/student.gguf); otherwise hf, 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from core.base import DistillError
+from core.base import write_json
 from core.rundir import STUDENT_META
 
 ENGINES = ("hf", "llamacpp")
@@ -55,11 +55,7 @@ def load_served(model_dir: str | Path, engine: str | None = None, num_threads: i
 
 def record(model_dir: str | Path, choice: dict[str, Any]) -> None:
     meta_file = Path(model_dir) / STUDENT_META
-    meta = json.loads(meta_file.read_text())
-    meta["serve_engine"] = choice
-    tmp = meta_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-    os.replace(tmp, meta_file)
+    write_json(meta_file, {**json.loads(meta_file.read_text()), "serve_engine": choice})  # atomic: readers see old or new
 
 
 def _agreement(outs: list[str], targets: list[str]) -> float:

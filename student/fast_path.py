@@ -12,11 +12,11 @@ student.json under "fast_path", and applied at load time (apply) by every server
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from core.base import write_json
 from core.rundir import STUDENT_META
 
 MAX_DROP = 0.002  # 0.2 points of agreement
@@ -144,11 +144,7 @@ def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str]
 def record(model_dir: str | Path, choice: dict[str, Any]) -> None:
     """Write `choice` into student.json as "fast_path" (atomic replace: readers see old or new)."""
     meta_file = Path(model_dir) / STUDENT_META
-    meta = json.loads(meta_file.read_text())
-    meta["fast_path"] = choice
-    tmp = meta_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-    os.replace(tmp, meta_file)
+    write_json(meta_file, {**json.loads(meta_file.read_text()), "fast_path": choice})  # atomic: readers see old or new
 
 
 def select_and_record(model_dir: str | Path, val: list[Any], n_train: int | None = None) -> dict[str, Any]:
