@@ -89,10 +89,10 @@ def main() -> None:
     t_embed = [0.0]
 
     def embed(texts: list[str]) -> np.ndarray:
-        todo = [t for t in dict.fromkeys(texts) if t not in cache]
-        if todo:
+        uncached = [t for t in dict.fromkeys(texts) if t not in cache]
+        if uncached:
             t = time.time()
-            for text, v in zip(todo, encode(todo)):
+            for text, v in zip(uncached, encode(uncached)):
                 cache[text] = v
             t_embed[0] += time.time() - t
         return np.stack([cache[t] for t in texts])

@@ -103,7 +103,7 @@ def attach_baseline(cfg: EvalConfig, rd: RunDir, report: dict, predict: Predict,
     agreement_vs_prompted_baseline_diff).
 
     few_shot: prepend cfg.baseline_k teacher examples here. None = auto: not when the callable
-    already carries its shots (student.causal_lm.prompted_baseline_predictor sets `.shots`)."""
+    already carries its shots (student.lm_baseline.prompted_baseline_predictor sets `.shots`)."""
     preds = list(read_jsonl(rd.predictions))[: cfg.baseline_max_items]
     hits_all = report["details"]["agreement_hits"]
     examples = None
@@ -151,7 +151,7 @@ def add_prompted_baseline(cfg: EvalConfig, rd: RunDir, predict: Predict, few_sho
 def base_model_predictor(cfg: EvalConfig, rd: RunDir, base_model: str | None = None) -> Predict:
     """The causal-LM prompted baseline over this run's kept train examples (loads the base model:
     ~20 s, and generation is slow on CPU; keep cfg.baseline_max_items small)."""
-    from student.causal_lm import prompted_baseline_predictor
+    from student.lm_baseline import prompted_baseline_predictor
 
     from student.toolcall_format import answer_rows
 

@@ -107,7 +107,7 @@ def run_eval(
     """Evaluate the served student against the teacher; write report files; return the report.
 
     baseline_predict: optional predict(messages)->text of the student's *base* model (e.g.
-    student.causal_lm.prompted_baseline_predictor(...)); when given, the prompted baseline is
+    student.lm_baseline.prompted_baseline_predictor(...)); when given, the prompted baseline is
     scored too (eval.baseline). baseline_few_shot: True = prepend cfg.baseline_k teacher examples
     here, False = the callable adds its own, None = auto (callables with a `.shots` attribute
     add their own). cascade (enabled): the student/teacher cascade section (eval/cascade_eval.py).

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from core.llm import Endpoint, Reply, complete
-from core.toolcalls import ToolCallError, parse_tool_calls, render_messages
+from core.toolcalls import ToolCallError, parse_tool_calls
+from core.toolcall_render import render_messages
 from eval.bootstrap import bootstrap_mean
 from eval.metrics import outputs_match
 from eval.toolcall_metrics import answers_from_calls, score_item, summarize

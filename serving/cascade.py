@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from core.toolcalls import render_messages
+from core.toolcall_render import render_messages
 from student.serve import StudentServer, _Handler, _Server, check_exposure, run_until_interrupted
 
 ANSWERED_BY = "X-Distill-Answered-By"

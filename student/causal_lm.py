@@ -18,9 +18,8 @@ Contract (agreed with student/train.py and eval/):
         # (student/constrained.py; the train stage calls it with causal_lm.constrained_decoding)
     kind = "causal_lm"
 
-    prompted_baseline_predictor(base_model, examples, k) -> callable(messages) -> str
-        # the untuned base model prompted with k teacher examples (few-shot), for eval's
-        # "did fine-tuning beat prompting" comparison; also has .predict_batch(list[messages]).
+    Batched greedy generation is student/lm_generate.py; the few-shot prompted baseline (the untuned
+    base model, for eval's "did fine-tuning beat prompting") is student/lm_baseline.py.
 
 Default base model (cfg.base_model None): the bundled SmolLM2-135M-Instruct, converted once from
 GGUF to safetensors (student/convert.py). Instruction baking (cfg.bake_system_prompt) drops the
@@ -33,11 +32,12 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.base import stable_hash
 from student.base import STUDENT_META, Example, Messages
-from student.lm_data import ChatFormat, bake_messages, encode_all, prompt_tokens_saved, render_prompt
+from student.lm_data import ChatFormat, bake_messages, encode_all, prompt_tokens_saved
+from student.lm_generate import generate
 
 
 def load_base(base_model: str | None, cache_dir: str | None = None):
@@ -320,90 +320,7 @@ class CausalLMStudent:
         return cal
 
 
-def generate(model, tok, fmt: ChatFormat, convs: list[Messages | str], max_new_tokens: int, max_prompt: int, batch_size: int,
-             scores: list[dict] | None = None, constraint: Any = None, grammars: list | None = None) -> list[str]:
-    """Greedy, batched (left padding; conversations grouped by length), stops at end-of-turn.
-    `scores`, when given, is filled in input order with {"mean", "min", "sum", "tokens"} of the
-    generated answer tokens' log-probs (up to and including the end-of-turn token), from the
-    model's own distribution (before any constraint). `constraint`: a SchemaConstraint
-    (student/constrained.py) whose token mask every step goes through."""
-    import torch
-    from transformers import LogitsProcessorList
-
-    ids = [tok(c if isinstance(c, str) else render_prompt(tok, c), add_special_tokens=False)["input_ids"][-max_prompt:] for c in convs]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out: list[str] = [""] * len(ids)
-    row_scores: list[dict] = [{}] * len(ids)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else fmt.eot_id
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            n = max(len(ids[i]) for i in idx)
-            x = torch.full((len(idx), n), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), n), dtype=torch.long)
-            for j, i in enumerate(idx):
-                x[j, n - len(ids[i]):] = torch.tensor(ids[i])
-                mask[j, n - len(ids[i]):] = 1
-            gen = model.generate(input_ids=x.to(model.device), attention_mask=mask.to(model.device), do_sample=False, max_new_tokens=max_new_tokens,
-                                 eos_token_id=fmt.eot_id, pad_token_id=pad, output_logits=scores is not None,
-                                 return_dict_in_generate=scores is not None,
-                                 logits_processor=LogitsProcessorList([constraint.processor(len(idx), [grammars[i] for i in idx] if grammars else None)]
-                                                                      if constraint else []))
-            seqs = gen.sequences if scores is not None else gen
-            if scores is not None:  # raw logits per step: the model's own distribution, before any processor
-                steps = seqs[:, n:]
-                lp = torch.stack([torch.log_softmax(lg.float(), -1).gather(1, steps[:, t:t + 1])[:, 0]
-                                  for t, lg in enumerate(gen.logits)], 1).cpu()
-            for j, i in enumerate(idx):
-                new = seqs[j, n:].tolist()
-                if fmt.eot_id in new:
-                    new = new[:new.index(fmt.eot_id)]
-                out[i] = tok.decode(new, skip_special_tokens=True)
-                if constraint is not None:
-                    out[i] = constraint.finish(out[i])
-                if scores is not None:
-                    tl = lp[j, : min(len(new) + 1, lp.shape[1])]  # the answer and its end-of-turn
-                    row_scores[i] = {"mean": float(tl.mean()), "min": float(tl.min()), "sum": float(tl.sum()), "tokens": int(tl.numel())}
-    model.train(was_training)
-    if scores is not None:
-        scores[:] = row_scores
-    return out
-
-
 def _examples(rows: list[dict]) -> list[Example]:
     from student.toolcall_format import row_answer_text
 
     return [Example(str(r.get("id") or stable_hash(r["messages"])), r["messages"], row_answer_text(r), r.get("tools")) for r in rows]
-
-
-# ---------------------------------------------------------------------- few-shot baseline
-def prompted_baseline_predictor(base_model: str | None, examples: list[dict], k: int, *, max_new_tokens: int = 128,
-                                cache_dir: str | None = None, batch_size: int = 8, max_prompt: int = 2048) -> Callable[[Messages], str]:
-    """The untuned base model, prompted with the teacher's system prompt plus k teacher examples
-    as prior user/assistant turns. Shots are a fixed pseudo-random pick (stable hash), so two
-    evals of the same data compare the same prompt."""
-    tok, model, _ = load_base(base_model, cache_dir)
-    fmt = ChatFormat.detect(tok)
-    _ensure_pad(tok, fmt)
-    model.eval()
-    shots = sorted(examples, key=lambda e: stable_hash(e.get("id") or e["messages"]))[:k]
-    shot_turns: list[dict] = []
-    for e in shots:
-        shot_turns += [m for m in e["messages"] if m.get("role") != "system"]
-        shot_turns.append({"role": "assistant", "content": e["response"]})
-
-    def build(messages: Messages) -> Messages:
-        system = [m for m in messages if m.get("role") == "system"]
-        return system + shot_turns + [m for m in messages if m.get("role") != "system"]
-
-    def predict_batch(batch: list[Messages]) -> list[str]:
-        return generate(model, tok, fmt, [build(m) for m in batch], max_new_tokens, max_prompt, batch_size)
-
-    def predict_one(messages: Messages) -> str:
-        return predict_batch([messages])[0]
-
-    predict_one.predict_batch = predict_batch  # type: ignore[attr-defined]
-    predict_one.shots = shots  # type: ignore[attr-defined]
-    return predict_one

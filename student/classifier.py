@@ -196,18 +196,18 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
     # ---- training hooks (the loop in student/train.py drives these; see base.TrainableStudent)
     def _tensors(self, examples: list[Example]) -> tuple[list[list[int]], list[dict[str, str]]]:
         """Token ids and label dicts, tokenised once per example (the loop asks every epoch)."""
-        todo = [e for e in examples if e.id not in self._cache]
-        if todo and self.layout is not None:
-            users = [input_text(e.messages) for e in todo]
+        uncached = [e for e in examples if e.id not in self._cache]
+        if uncached and self.layout is not None:
+            users = [input_text(e.messages) for e in uncached]
             ids, offs = self.encode_offsets(users)
-            for e, x, u, o in zip(todo, ids, users, offs):
+            for e, x, u, o in zip(uncached, ids, users, offs):
                 labs = self._structured_targets(e.target, u, o, e.id)
                 if any(labs[f] not in self.index[f] for f in self.vocab):
                     raise ValueError(f"record {e.id}: output does not fit the learned label format: {e.target[:200]!r}")
                 self._cache[e.id] = (x, labs)
-        elif todo:
-            ids = self.encode([input_text(e.messages) for e in todo])
-            for e, x in zip(todo, ids):
+        elif uncached:
+            ids = self.encode([input_text(e.messages) for e in uncached])
+            for e, x in zip(uncached, ids):
                 labs = self.fmt.labels_of(e.target)
                 if labs is None or any(labs[f] not in self.index[f] for f in self.vocab):
                     raise ValueError(f"record {e.id}: output does not fit the learned label format: {e.target[:200]!r}")
@@ -219,9 +219,9 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
         """States after the frozen bottom layers, computed once per example (LoRA-free layers
         never change, so recomputing them every epoch would be pure waste)."""
         torch = self._torch
-        todo = [e for e in examples if e.id not in self._prefix]
-        if todo:
-            ids, _ = self._tensors(todo)
+        uncached = [e for e in examples if e.id not in self._prefix]
+        if uncached:
+            ids, _ = self._tensors(uncached)
             self.train_mode(False)
             from tqdm import tqdm
 
@@ -230,7 +230,7 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
                     b = self.collate([ids[i] for i in chunk])
                     h = run_layers(self.encoder, None, b.attention_mask, 0, self.frozen_layers, input_ids=b.input_ids)
                     for row, i in enumerate(chunk):
-                        self._prefix[todo[i].id] = h[row, : len(ids[i])].clone()
+                        self._prefix[uncached[i].id] = h[row, : len(ids[i])].clone()
         return [self._prefix[e.id] for e in examples]
 
     def _batches(self, examples: list[Example], chunks: list[list[int]]) -> list[_Batch]:

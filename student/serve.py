@@ -182,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return self._stream(cid, created, model, content, usage if include_usage else None, headers, calls)
-        from core.toolcalls import assistant_message, finish_reason
+        from core.toolcall_render import assistant_message, finish_reason
 
         self._send_json(200, {
             "id": cid, "object": "chat.completion", "created": created, "model": model,
@@ -212,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
         if text:
             events.append(chunk({"content": text}))
         if calls:
-            from core.toolcalls import render_tool_calls
+            from core.toolcall_render import render_tool_calls
 
             for i, c in enumerate(render_tool_calls(calls)):
                 events.append(chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function", "function": {"name": c["function"]["name"], "arguments": ""}}]}))

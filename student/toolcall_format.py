@@ -144,7 +144,7 @@ def fixed_tools(tool_lists: list[list[dict] | None]) -> list[dict] | None:
 def answer_row(student: Any, text: str) -> dict:
     """A `distill predict` output line's answer: {"response": text}, or for calls {"response":
     content or None, "tool_calls": OpenAI tool_calls, "finish_reason": "tool_calls"}."""
-    from core.toolcalls import render_tool_calls
+    from core.toolcall_render import render_tool_calls
 
     dec = getattr(student, "decode_answer", None)
     content, calls = dec(text) if dec is not None and getattr(student, "accepts_tools", False) else (text, None)

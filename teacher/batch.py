@@ -96,26 +96,26 @@ def _replay_batch(cfg: TeacherConfig, rd: RunDir, rows: list[dict], client: Teac
         size = budget.fits(pending)
         if not size:
             break
-        todo: dict[str, list[dict]] = {}
+        unsent: dict[str, list[dict]] = {}
         for k in pending[:size]:
             claim = ledger.claim(k)
             if claim.state == "claimed":
-                todo[k] = first[k]
+                unsent[k] = first[k]
             elif claim.state == "done":  # another worker finished it since we looked
                 found[k] = {**claim.record, "key": k, "ledger_hit": True, "cost_usd": 0.0}
                 progress.update(found[k])
         pending = pending[size:]
-        if not todo:
+        if not unsent:
             continue
         rounds += 1
         try:
-            state = _submit(cfg, oa, rd, todo, params)
+            state = _submit(cfg, oa, rd, unsent, params)
         except BaseException:
-            for k in todo:  # nothing was submitted: give the claims back
+            for k in unsent:  # nothing was submitted: give the claims back
                 ledger.fail(k, "batch_submit_failed")
             raise
         write_json(state_path, state)  # before anything else can fail: the batch is paid for now
-        ledger.reassign(todo, f"batch:{state['batch_id']}")
+        ledger.reassign(unsent, f"batch:{state['batch_id']}")
         spent = progress.spend
         _collect(cfg, oa, state, state_path, client, found, progress)
         budget.spent += progress.spend - spent
@@ -176,15 +176,15 @@ def _dedupe_costs(keys: list[str], recs: list[dict]) -> list[dict]:
     return out
 
 
-def _submit(cfg: TeacherConfig, oa, rd: RunDir, todo: dict[str, list[dict]], params: dict) -> dict:
+def _submit(cfg: TeacherConfig, oa, rd: RunDir, unsent: dict[str, list[dict]], params: dict) -> dict:
     model = _provider_model(cfg.model)
     lines = [json.dumps({"custom_id": k, "method": "POST", "url": "/v1/chat/completions",
                          "body": {"model": model, "messages": m, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "n": cfg.n}})
-             for k, m in todo.items()]
+             for k, m in unsent.items()]
     f = oa.files.create(file=("replay-batch.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
     b = oa.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
                           metadata={"run_id": rd.run_id, "stage": "replay"})
-    return {"batch_id": b.id, "input_file_id": f.id, "keys": list(todo), "submitted_at": time.time(), "params": params}
+    return {"batch_id": b.id, "input_file_id": f.id, "keys": list(unsent), "submitted_at": time.time(), "params": params}
 
 
 def _collect(cfg: TeacherConfig, oa, state: dict, state_path: Path, client: TeacherClient, found: dict, progress) -> None:

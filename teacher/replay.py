@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.base import DistillError, read_jsonl, write_jsonl
-from core.toolcalls import render_messages
+from core.toolcall_render import render_messages
 from core.rundir import RunDir
 from teacher.client import TeacherClient, TeacherUnreachable
 from teacher.config import TeacherConfig
@@ -89,16 +89,16 @@ async def replay_online(cfg: TeacherConfig, rows: list[dict], client: TeacherCli
             for m, x in zip(msgs, extras)]
     done = client.ledger.get_done(keys) if client.ledger is not None else {}
     prior = sum(r.get("cost_usd") or 0.0 for r in done.values())  # paid before (ledger hits): counts against max_budget_usd
-    todo = []
+    unsent = []
     for i, k in enumerate(keys):  # answers already paid for: no claim, no HTTP
         if k in done:
             results[i] = {**done[k], "key": k, "ledger_hit": True, "cost_usd": 0.0}
             progress.update(results[i])
         else:
-            todo.append(i)
-    if todo and cfg.api_base:
+            unsent.append(i)
+    if unsent and cfg.api_base:
         await preflight(cfg.api_base, cfg.timeout_s)
-    it = iter(todo)
+    it = iter(unsent)
     deferred: list[int] = []  # held by another live worker: do everything else first, then wait for them
     budget = cfg.max_budget_usd
 
@@ -129,7 +129,7 @@ async def replay_online(cfg: TeacherConfig, rows: list[dict], client: TeacherCli
             results[i] = await client.complete(msgs[i], temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.n, extra=extras[i])
             progress.update(results[i])
 
-    tasks = [asyncio.create_task(worker()) for _ in range(min(cfg.concurrency, len(todo)))]
+    tasks = [asyncio.create_task(worker()) for _ in range(min(cfg.concurrency, len(unsent)))]
     try:
         await asyncio.gather(*tasks)
     except BaseException:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.toolcalls import (ToolCallError, assistant_message, calls_signature, calls_text, finish_reason, map_strings,
-                            normalize_tool_record, parse_tool_calls, render_messages, render_tool_calls, validate_tool_record)
+from core.toolcalls import ToolCallError, calls_signature, calls_text, map_strings, normalize_tool_record, parse_tool_calls, validate_tool_record
+from core.toolcall_render import assistant_message, finish_reason, render_messages, render_tool_calls
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather now.",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}

@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the repository root: eval/ and core/
 
-from core.toolcalls import render_tool_calls  # noqa: E402
+from core.toolcall_render import render_tool_calls  # noqa: E402
 from eval import bfcl  # noqa: E402
 from eval.toolcall_metrics import calls_from_answers  # noqa: E402
 

@@ -34,7 +34,8 @@ from collections import Counter, deque
 from aiohttp import web
 
 from core.base import DistillError
-from core.toolcalls import assistant_message, calls_text
+from core.toolcalls import calls_text
+from core.toolcall_render import assistant_message
 from teacher.reference.config import ReferenceTeacherConfig
 from teacher.reference.answers import load_answer_index, load_answers, tool_set_names  # noqa: F401  (load_answers: re-exported)
 from teacher.textutil import approx_tokens, last_user_text, messages_tokens, normalise, truncate_tokens

@@ -81,7 +81,7 @@ def test_summary_markdown_one_screen():
 
 
 def test_attach_baseline_uses_callables_own_shots_and_batches(run_dir):
-    """A predictor like student.causal_lm.prompted_baseline_predictor (has .shots, .predict_batch)
+    """A predictor like student.lm_baseline.prompted_baseline_predictor (has .shots, .predict_batch)
     gets the bare conversation, in batches."""
     rd, answers = run_dir
     preds = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"question {i}"}],

@@ -152,7 +152,7 @@ def test_causal_lm_sequence_score_and_platt_calibration(tmp_path, tiny_model_dir
 
 
 def _scores(s, batch):
-    from student.causal_lm import generate
+    from student.lm_generate import generate
     from student.lm_data import bake_messages
 
     out: list[dict] = []

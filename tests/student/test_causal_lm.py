@@ -164,7 +164,7 @@ def test_early_stopping_keeps_best_and_max_train_s(tiny_model_dir, tmp_path):
 
 
 def test_prompted_baseline(tiny_model_dir):
-    from student.causal_lm import prompted_baseline_predictor
+    from student.lm_baseline import prompted_baseline_predictor
 
     data = make_examples(10)
     fn = prompted_baseline_predictor(str(tiny_model_dir), data, k=3, max_new_tokens=4)

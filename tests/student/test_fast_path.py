@@ -10,26 +10,8 @@ import pytest
 pytest.importorskip("torch")
 
 from student import fast_path  # noqa: E402
-from student.base import Example  # noqa: E402
 from student.classifier import ClassifierStudent  # noqa: E402
-from student.config import ClassifierStudentConfig  # noqa: E402
-from student.models import make_tiny_encoder  # noqa: E402
 from student.serve import StudentServer  # noqa: E402
-
-LABELS = {"refund": "i want my money back", "card": "where is my new card", "pin": "my pin is blocked"}
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fast")
-    enc = make_tiny_encoder(tmp / "enc", list(LABELS.values()))
-    ex = [Example(f"{k}{i}", [{"role": "user", "content": t}], json.dumps({"intent": k})) for i in range(4) for k, t in LABELS.items()]
-    cfg = ClassifierStudentConfig(base_model=str(enc), train_layers=1, lora={"r": 2, "alpha": 4, "dropout": 0.0})
-    st = ClassifierStudent.create(cfg, ex)
-    st.warm_start(ex)
-    st.save(tmp / "model")
-    return tmp / "model", ex
-
 
 def test_int8_replaces_linear_layers_and_keeps_answers(saved):
     import torch

@@ -318,7 +318,8 @@ def test_constrained_decoding_keeps_calls_to_the_declared_schemas(trained, tiny_
     schema-valid arguments; even an untrained LM held to calls (no text branch) writes one that parses."""
     from jsonschema import validate
 
-    from student.causal_lm import CausalLMStudent, generate
+    from student.causal_lm import CausalLMStudent
+    from student.lm_generate import generate
     from student.constrained import ToolCallConstraint, tool_call_grammar
 
     _, s, _ = trained
