@@ -1,12 +1,16 @@
 """Ingest throughput on synthetic production-like logs (redaction and MinHash on).
 
-    python bench/ingest.py [--sizes 100000,1000000,3000000] [--baseline 100000] [--parquet]
+    python bench/ingest.py [--sizes 100000,1000000,3000000] [--baseline 100000] [--parquet] [--profile]
 
 Generates one log of synthetic chat records (a few long shared system prompts, varied user
 turns, ~5 % carrying PII, ~3 % exact and ~2 % near duplicates) and ingests its first N records
 for each size, each run in its own process so its peak RSS is its own. The `--baseline` sizes
 are also run through today's code (git HEAD's ingest/ and core/) in the same run, and the
 counts compared. The 3M run takes several minutes. Ends with ONE JSON line of the figures.
+`--profile` runs each ingest under cProfile and adds its time split by stage (compare the
+shares: other load on the machine and cProfile's own overhead inflate them all): the main thread of the ingest
+process; a stage in the parse worker (ingest/front.py) shows as the main thread's wait for it
+unless `--no-worker` runs everything in one process.
 """
 from __future__ import annotations
 
@@ -79,6 +83,12 @@ def peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (the parse worker)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def child(args) -> None:
     """One ingest run in this process (its peak RSS is this process's)."""
     if args.impl == "head":  # today's code path, from git, ahead of the working tree
@@ -87,18 +97,68 @@ def child(args) -> None:
     from ingest.config import IngestConfig
     from ingest.pipeline import run_ingest
 
-    cfg = IngestConfig.model_validate({"source": {"path": args.log}, "parquet": args.parquet, "max_records": args.n})
+    data = {"source": {"path": args.log}, "parquet": args.parquet, "max_records": args.n}
+    if args.no_worker and args.impl == "new":
+        data["store"] = {"parse_worker": False}
+    cfg = IngestConfig.model_validate(data)
     assert cfg.pii.enabled and cfg.dedup.near_duplicates and cfg.dedup.decontaminate
     with tempfile.TemporaryDirectory(prefix="ingest-bench-run-") as tmp:
         rd = RunDir.create(Path(tmp) / "runs", "bench")
-        t0, c0 = time.time(), time.process_time()
+        prof = None
+        if args.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
+        t0, c0 = time.time(), _cpu()
         counts = run_ingest(cfg, rd)
-        wall, cpu = time.time() - t0, time.process_time() - c0
+        wall, cpu = time.time() - t0, _cpu() - c0
+        if prof is not None:
+            prof.disable()
+        worker_rss = rd.manifest()["stages"]["ingest"]["figures"].get("parse_worker_peak_rss_mb")
     keys = ("read", "kept", "train", "holdout", "duplicates", "near_duplicates", "decontaminated", "quarantined", "redactions")
     print(json.dumps({"impl": args.impl, "records": args.n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
                       "records_per_s_end_to_end": round(args.n / wall, 1), "records_per_cpu_s": round(args.n / cpu, 1),
-                      "peak_rss_mb": round(peak_rss_kb() / 1024, 1),
-                      "load_avg_1m": round(os.getloadavg()[0], 2), "counts": {k: counts[k] for k in keys}}))
+                      "peak_rss_mb": round(peak_rss_kb() / 1024, 1), "parse_worker_peak_rss_mb": worker_rss,
+                      "load_avg_1m": round(os.getloadavg()[0], 2), "counts": {k: counts[k] for k in keys},
+                      **({"profile_s": stage_split(prof)} if prof is not None else {})}))
+
+
+# Stage -> functions whose cumulative time is the stage's (file suffix, function name). Stages
+# nest (e.g. the JSON parse inside reading), so they do not add up to the total.
+STAGES = {
+    "total": [("ingest/pipeline.py", "run_ingest")],
+    "read+parse (orjson + canonical record)": [("ingest/sources/jsonl.py", "parse_line")],
+    "  json parse (orjson.loads)": [("ingest/sources/jsonl.py", "_fast_loads")],
+    "  canonical record": [("ingest/records.py", "from_log_object")],
+    "validate": [("ingest/validate.py", "validate")],
+    "exact key (sha256)": [("ingest/records.py", "exact_key")],
+    "exact/id lookup + insert": [("ingest/store.py", "exact_first"), ("ingest/store.py", "id_position"),
+                                 ("ingest/store.py", "add_exact"), ("ingest/store.py", "add_id")],
+    "near dedup + split (place)": [("ingest/pipeline.py", "place")],
+    "  MinHash": [("ingest/dedup.py", "values_many")],
+    "  LSH lookup (best_twins)": [("ingest/store.py", "best_twins")],
+    "  LSH insert (add_bands)": [("ingest/store.py", "add_bands")],
+    "  MinHash text (dialogue_text)": [("ingest/dedup.py", "dialogue_text")],
+    "index writer wait (join)": [("ingest/store.py", "_join")],
+    "receive from the parse worker (unpickle)": [("ingest/front.py", "__iter__")],
+    "redaction": [("ingest/pii.py", "redact_record")],
+    "finish (decontaminate, caps, emit)": [("ingest/finish.py", "finish")],
+    "  decontaminate": [("ingest/finish.py", "_decontaminate")],
+    "  output write (JsonlOut.write)": [("ingest/output.py", "write")],
+    "commit + manifest hashing": [("core/rundir.py", "record_stage")],
+}
+
+
+def stage_split(prof) -> dict:
+    import pstats
+
+    st = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+    out = {}
+    for stage, fns in STAGES.items():
+        t = sum(v[3] for (f, _, name), v in st.items() if any(f.endswith(sfx) and name == n for sfx, n in fns))
+        out[stage] = round(t, 2)
+    return out
 
 
 def _lines(path: Path) -> int:
@@ -106,16 +166,21 @@ def _lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
 
 
-def run_child(impl: str, log: Path, n: int, parquet: bool, head_dir: str) -> dict:
+def run_child(impl: str, log: Path, n: int, parquet: bool, head_dir: str, profile: bool = False,
+              no_worker: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", "--impl", impl, "--log", str(log), "--n", str(n), "--head-dir", head_dir]
-    out = subprocess.run(cmd + (["--parquet"] if parquet else []), capture_output=True, text=True)
+    cmd += [f for f, on in (("--parquet", parquet), ("--profile", profile), ("--no-worker", no_worker)) if on]
+    out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{impl} at {n} failed:\n{out.stderr[-3000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{impl:>8} {n:>9,}: {r['records_per_s_end_to_end']:>8,.0f} records/s end to end, "
-          f"{r['records_per_cpu_s']:>8,.0f} per CPU s, peak RSS {r['peak_rss_mb']:>7,.0f} MB, load {r['load_avg_1m']}, "
+          f"{r['records_per_cpu_s']:>8,.0f} per CPU s, peak RSS {r['peak_rss_mb']:>7,.0f} MB"
+          f"{' + worker %.0f MB' % r['parse_worker_peak_rss_mb'] if r.get('parse_worker_peak_rss_mb') else ''}, load {r['load_avg_1m']}, "
           f"kept {r['counts']['kept']:,} dup {r['counts']['duplicates']:,} near {r['counts']['near_duplicates']:,} "
           f"decon {r['counts']['decontaminated']:,}", flush=True)
+    for stage, t in r.get("profile_s", {}).items():
+        print(f"{'':>19}{stage:<42}{t:>8.2f} s", flush=True)
     return r
 
 
@@ -124,6 +189,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000,3000000", help="record counts to ingest (prefixes of one log)")
     ap.add_argument("--baseline", default="100000", help="sizes also run through today's code (git HEAD's ingest/)")
     ap.add_argument("--parquet", action="store_true", help="also write Parquet (off: the JSONL contract only)")
+    ap.add_argument("--profile", action="store_true", help="run under cProfile and print the time per stage")
+    ap.add_argument("--no-worker", action="store_true", help="new code: parse in the ingest process (store.parse_worker false)")
     ap.add_argument("--log-file", help="keep the generated log here and reuse it when it holds enough records")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", default="new", help=argparse.SUPPRESS)
@@ -153,9 +220,9 @@ def main() -> None:
         rows = []
         for n in sorted(set(sizes) | set(base)):
             if n in base:
-                rows.append(run_child("head", log, n, args.parquet, str(head)))
+                rows.append(run_child("head", log, n, args.parquet, str(head), args.profile, args.no_worker))
             if n in sizes:
-                rows.append(run_child("new", log, n, args.parquet, str(head)))
+                rows.append(run_child("new", log, n, args.parquet, str(head), args.profile, args.no_worker))
     same = {r["records"]: r["counts"] for r in rows if r["impl"] == "head"}
     for r in rows:
         if r["impl"] == "new" and r["records"] in same:

@@ -1,5 +1,5 @@
-"""Serving speed of a classifier student: fp32 vs the int8 and ONNX Runtime fast paths
-(student/fast_path.py, student/onnx_path.py).
+"""Serving speed of a classifier student: fp32 vs the int8, ONNX Runtime fp32 and static-int8 ONNX
+fast paths (student/fast_path.py, student/onnx_path.py, student/onnx_quant.py).
 
 The server runs in its own process (student.serve_process, as `distill serve` does); this process
 is only the load generator (aiohttp, one event loop), so the two never share an interpreter lock.
@@ -7,8 +7,10 @@ For each path, interleaved over --rounds so machine load hits all alike: req/s a
 concurrency 1 and 32, the load average beside each, and each path's ratio to fp32 in the same
 round (the machine is shared: the ratio is the figure that travels). The fast-path choice
 (agreement on the run's validation split, scored against the kNN memory's training rows) is made
-first on a copy of the model, and every path's validation agreement is printed; the model given
-is never modified. Targets (#14): >= 1.8x fp32's 135 req/s at concurrency 32 with p95 <= 200 ms
+first on a copy of the model, and every path's validation agreement (and, for the int8 paths, the
+share of answers that change between batch 1 and batched) is printed; the model given is never
+modified. Also printed: how many padded tokens a batch of 32 holdout requests carries per real
+token (the server pads each batch to its longest member). Targets (#14): >= 1.8x fp32's 135 req/s at concurrency 32 with p95 <= 200 ms
 there, p95 <= 25 ms at concurrency 1.
 
     .venv/bin/python bench/serve_classifier.py --run /tmp/demo/data/runs/banking77-... [--threads 1]
@@ -59,6 +61,16 @@ async def _load(url: str, prompts: list[list[dict]], n: int, concurrency: int) -
     return {"rps": round(n / wall, 1), "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2), "errors": errors}
 
 
+def _padding(student, prompts: list[list[dict]], batch: int = 32) -> dict:
+    """Token counts of the holdout requests and the padding a batch of `batch` of them (arrival
+    order, as the micro-batcher takes them; predict_scored sorts within it) costs per real token."""
+    from student.classifier import input_text
+
+    lens = [len(x) for x in student.encode([input_text(m) for m in prompts])]
+    padded = sum(max(lens[i:i + batch]) * len(lens[i:i + batch]) for i in range(0, len(lens), batch))
+    return {"mean_tokens": round(sum(lens) / len(lens), 1), "max_tokens": max(lens), "padded_per_real_token": round(padded / sum(lens), 3)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True, help="a run directory with a trained classifier (train/model) and filter/kept.jsonl")
@@ -67,6 +79,9 @@ def main() -> int:
     ap.add_argument("--n1", type=int, default=200, help="requests at concurrency 1")
     ap.add_argument("--n32", type=int, default=1000, help="requests at concurrency 32")
     ap.add_argument("--val-fraction", type=float, default=0.1)
+    ap.add_argument("--paths", default="fp32,int8,onnx,onnx_int8", help="comma-separated paths to serve (fp32 always: the baseline)")
+    ap.add_argument("--skip-choice", action="store_true",
+                    help="skip the fast-path choice (~4 min on 2 busy cores): only build the ONNX files and score their agreement")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from core.base import read_jsonl
@@ -81,10 +96,13 @@ def main() -> int:
     shutil.copytree(rd.model_dir, model)
     train, val = split_validation(load_examples(rd), args.val_fraction)
     t0 = time.perf_counter()
-    choice = fast_path.choose(model, [e.messages for e in val], [e.target for e in val], n_train=len(train))
+    vm, vt = [e.messages for e in val], [e.target for e in val]
+    choice = ({"choice": "skipped", "reason": "--skip-choice"} if args.skip_choice else
+              fast_path.choose(model, vm, vt, n_train=len(train), calibration=[e.messages for e in train]))
     fast_path.record(model, choice)
     print(f"fast-path choice on {len(val)} validation examples ({time.perf_counter() - t0:.0f} s): {choice['choice']} - {choice['reason']}")
-    from student import onnx_path
+    from student import onnx_path, onnx_quant
+    from student.classifier import input_text
     from student.kinds import load_student
 
     if not (model / onnx_path.ONNX_FILE).is_file():
@@ -92,11 +110,22 @@ def main() -> int:
     if "onnx" not in choice.get("agreement", {}):  # int8 was accepted, so the choice never tried onnx: score it here
         st = onnx_path.use_onnx(load_student(model), model)
         with st.against_training_rows(len(train)):
-            choice.setdefault("agreement", {})["onnx"] = round(fast_path._agreement(st, [e.messages for e in val], [e.target for e in val]), 5)
-    print(f"validation agreement per path: {choice.get('agreement')}")
+            choice.setdefault("agreement", {})["onnx"] = round(fast_path._agreement(st, vm, vt), 5)
+    if not (model / onnx_quant.ONNX_INT8_FILE).is_file():  # not chosen (the choice keeps only what it serves): build it to measure
+        onnx_quant.build(load_student(model), model, [input_text(e.messages) for e in train])
+    if "onnx_int8" not in choice.get("agreement", {}) or "onnx_int8_batch_flips" not in choice:
+        st = onnx_quant.use_onnx_int8(load_student(model), model)
+        with st.against_training_rows(len(train)):
+            choice.setdefault("agreement", {})["onnx_int8"] = round(fast_path._agreement(st, vm, vt), 5)
+            choice["onnx_int8_batch_flips"] = round(fast_path._batch_flips(st, vm), 5)
+    print(f"validation agreement per path: {choice.get('agreement')}; batch flips: int8 {choice.get('int8_batch_flips')} "
+          f"onnx_int8 {choice.get('onnx_int8_batch_flips')}")
     prompts = [r["messages"] for r in read_jsonl(rd.filter_kept) if r.get("split") == "holdout"][:500]
+    pad = _padding(load_student(model), prompts)
+    print(f"padding: a batch of 32 holdout requests pads to {pad['padded_per_real_token']:.2f} tokens per real token "
+          f"(mean {pad['mean_tokens']:.1f} tokens, longest {pad['max_tokens']})")
 
-    rows: dict[str, list[dict]] = {"fp32": [], "int8": [], "onnx": []}
+    rows: dict[str, list[dict]] = {p: [] for p in dict.fromkeys(["fp32", *args.paths.split(",")])}
     for rnd in range(args.rounds):
         for path in rows:
             with ChildStudentServer(model, fast_path=path, num_threads=args.threads) as url:
@@ -112,12 +141,14 @@ def main() -> int:
         return fn(r[level][key] for r in rows[path])
 
     summary = {
-        "bench": "serve_classifier", "model": str(rd.model_dir), "threads": args.threads, "choice": choice,
+        "bench": "serve_classifier", "model": str(rd.model_dir), "threads": args.threads, "choice": choice, "padding": pad,
         "rounds": rows,
         "c32_rps": {p: best(p, "c32", "rps") for p in rows}, "c32_p95_ms": {p: best(p, "c32", "p95_ms", min) for p in rows},
         "c1_p95_ms": {p: best(p, "c1", "p95_ms", min) for p in rows},
     }
     summary["c32_speedup"] = {p: round(summary["c32_rps"][p] / summary["c32_rps"]["fp32"], 2) for p in rows}
+    if "onnx" in rows:
+        summary["c32_vs_onnx"] = {p: round(summary["c32_rps"][p] / summary["c32_rps"]["onnx"], 2) for p in rows}
     # per-round ratios to fp32 in the same round (machine load moves between rounds)
     summary["c32_ratio_per_round"] = {p: [round(r["c32"]["rps"] / f["c32"]["rps"], 2) for r, f in zip(rows[p], rows["fp32"])] for p in rows}
     summary["targets"] = {p: {"c32_ge_1.8x_135": summary["c32_rps"][p] >= 1.8 * 135, "c32_p95_le_200": summary["c32_p95_ms"][p] <= 200,

@@ -1,17 +1,23 @@
-"""Bench: a causal-LM student (SmolLM2-135M + LoRA, NLU++) served through `distill serve`, llama.cpp
-engine vs the HF (transformers eager) engine, same model, same run.
+"""Bench: a causal-LM student (SmolLM2-135M + LoRA, NLU++) served through `distill serve`: HF
+(transformers eager), llama.cpp as before #14 (llama-cpp-python's generate loop, f16) and
+llama.cpp as served now (grammar-first greedy + prompt-lookup speculative decoding, the weight
+type the engine choice keeps on validation agreement); same model, same run.
 
     python bench/serve_lm.py --model DIR [--n 40] [--threads N]
-    python bench/serve_lm.py --train-quick 240 [--n 40]    # fine-tunes a small student first (a few minutes idle)
+    python bench/serve_lm.py --train-quick 48 [--n 40]    # fine-tunes a small student first (12 steps; a few minutes idle)
 
-Each engine runs as `distill serve --model DIR --engine E` in its own process; this process is
-only the load generator (aiohttp, one connection: concurrency 1, the latency an interactive
-caller sees). Requests are the NLU++ holdout prompts (examples/nluplusplus, the 15 % holdout
-ingest keeps), the same ones for both engines. Per engine: p50/p95 latency, decode tokens/s
-(completion tokens / request wall time, the prompt included: what a caller gets), exact-JSON
-agreement with the teacher's answers (parsed objects equal), and the share of answers identical to
-the HF engine's. The acceptance line: llama.cpp p50 <= 300 ms and p95 <= 600 ms on 2 cores and no
-loss of exact-JSON agreement against HF. Prints a table, the load average, and ONE JSON line.
+Each configuration runs as `distill serve --model DIR --engine E` in its own process; this process
+is only the load generator (aiohttp, one connection: concurrency 1, the latency an interactive
+caller sees). The configurations are copies of the student directory (weights linked, student.json
+copied) with their settings recorded: "llamacpp_before" = {"llamacpp": {"decoder": "generate"}}
+and an f16 export; "llamacpp" = the engine choice (student/engine.py select_and_record) run on
+--val validation rows (NLU++ training-split rows the quick student did not train on). Requests
+are the NLU++ holdout prompts (examples/nluplusplus, the 15 % holdout ingest keeps), the same for
+all. Per configuration: p50/p95 latency, decode tokens/s (completion tokens / request wall time,
+the prompt included: what a caller gets), exact-JSON agreement with the teacher's answers (parsed
+objects equal), and the share of answers identical to the HF engine's and to llama.cpp before's.
+The acceptance line: llama.cpp p50 <= 300 ms and p95 <= 600 ms on 2 cores and no loss of
+exact-JSON agreement against HF. Prints a table, the load average, and ONE JSON line.
 """
 from __future__ import annotations
 
@@ -36,38 +42,39 @@ import numpy as np  # noqa: E402
 TOK = None  # the student's tokenizer: completion tokens counted alike for both engines
 
 
-def holdout(n: int) -> list[dict]:
+def nlupp_rows(holdout_split: bool) -> list[dict]:
     import gzip
 
-    from core.base import stable_hash
     from ingest.pipeline import in_holdout
 
     rows = []
     with gzip.open(REPO / "examples" / "nluplusplus" / "prompt_log.jsonl.gz", "rt", encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
-            if in_holdout(r["id"], 0.15):
+            if in_holdout(r["id"], 0.15) == holdout_split:
                 rows.append({"id": r["id"], "messages": r["messages"], "response": r["response"]["content"]})
-    return sorted(rows, key=lambda e: stable_hash(["serve_lm", e["id"]]))[:n]
+    return rows
+
+
+def train_order(rows: list[dict]) -> list[dict]:
+    from core.base import stable_hash
+
+    return sorted(rows, key=lambda e: stable_hash(["bench", e["id"]]))
+
+
+def holdout(n: int) -> list[dict]:
+    from core.base import stable_hash
+
+    return sorted(nlupp_rows(True), key=lambda e: stable_hash(["serve_lm", e["id"]]))[:n]
 
 
 def train_quick(n_train: int, out: Path) -> Path:
     """A small fine-tune (LoRA r16, 2 epochs on n_train NLU++ training rows), decoding under the
     example's schema: enough for the engines to disagree if they can."""
-    import gzip
-
-    from core.base import stable_hash
-    from ingest.pipeline import in_holdout
     from student.causal_lm import CausalLMStudent
     from student.config import CausalLMStudentConfig, LoraConfig
 
-    rows = []
-    with gzip.open(REPO / "examples" / "nluplusplus" / "prompt_log.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            if not in_holdout(r["id"], 0.15):
-                rows.append({"id": r["id"], "messages": r["messages"], "response": r["response"]["content"]})
-    rows = sorted(rows, key=lambda e: stable_hash(["bench", e["id"]]))[:n_train]
+    rows = train_order(nlupp_rows(False))[:n_train]
     cfg = CausalLMStudentConfig(batch_size=8, epochs=2, learning_rate=2e-3, max_seq_length=128, max_new_tokens=96, checkpoint_every_steps=1000,
                                 early_stopping_patience=0, warmup_ratio=0.05, seed=0, lora=LoraConfig(r=16, alpha=32, dropout=0.0))
     s = CausalLMStudent()
@@ -136,47 +143,89 @@ def parse(t: str):
         return None
 
 
+CONFIGS = {"hf": "hf", "llamacpp_before": "llamacpp", "llamacpp": "llamacpp"}  # configuration -> distill serve --engine
+
+
+def variant(model: Path, out: Path, meta_update: dict) -> Path:
+    """A copy of the student directory: weights linked, student.json copied with `meta_update`,
+    no GGUF (the variant's settings export their own)."""
+    out.mkdir(parents=True)
+    for p in model.iterdir():
+        if p.name not in ("student.json", "gguf"):
+            (out / p.name).symlink_to(p.resolve())
+    meta = json.loads((model / "student.json").read_text())
+    (out / "student.json").write_text(json.dumps({**meta, **meta_update}, indent=1))
+    return out
+
+
+def engine_choice(model: Path, n_val: int) -> dict:
+    """The train stage's end step on the bench's copy: llama.cpp vs HF, then the weight type, on
+    n_val validation rows (the last rows of the quick fine-tune's training order: never trained on)."""
+    from student.base import Example
+    from student.engine import select_and_record
+
+    val = [Example(r["id"], r["messages"], r["response"]) for r in train_order(nlupp_rows(False))[-n_val:]]
+    return select_and_record(model, val, "auto")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", help="a saved causal-LM student directory")
-    ap.add_argument("--train-quick", type=int, metavar="N", help="fine-tune a small student on N training rows first")
-    ap.add_argument("--n", type=int, default=40, help="holdout requests per engine")
+    ap.add_argument("--train-quick", type=int, metavar="N", help="fine-tune a small student on N training rows first (48 = 12 steps)")
+    ap.add_argument("--n", type=int, default=40, help="holdout requests per configuration")
+    ap.add_argument("--val", type=int, default=64, help="validation rows the engine / weight-type choice is made on")
     ap.add_argument("--threads", type=int, help="server threads (default: the idle cores, as distill serve picks)")
-    ap.add_argument("--engines", default="hf,llamacpp")
+    ap.add_argument("--configs", default="hf,llamacpp_before,llamacpp", help=f"comma-separated, from {', '.join(CONFIGS)}")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="serve_lm-"))
-    model = Path(a.model) if a.model else train_quick(a.train_quick or 240, work)
+    model = Path(a.model) if a.model else train_quick(a.train_quick or 48, work)
     rows = holdout(a.n)
     global TOK
     from transformers import AutoTokenizer
 
     TOK = AutoTokenizer.from_pretrained(model / "merged")
+    configs = a.configs.split(",")
+    dirs, choice = {"hf": model}, None
+    if "llamacpp_before" in configs:
+        dirs["llamacpp_before"] = variant(model, work / "before", {"llamacpp": {"decoder": "generate"}, "gguf_weight_type": "f16"})
+    if "llamacpp" in configs:
+        dirs["llamacpp"] = variant(model, work / "after", {"llamacpp": {}, "gguf_weight_type": "f16"})
+        t0 = time.perf_counter()
+        choice = engine_choice(dirs["llamacpp"], a.val)
+        choice["seconds"] = round(time.perf_counter() - t0, 1)
     load0 = os.getloadavg()
     res: dict[str, dict] = {}
-    for eng in a.engines.split(","):
-        srv = Server(model, eng, a.threads, work / "data")
+    for cfg in configs:
+        srv = Server(dirs[cfg], CONFIGS[cfg], a.threads, work / "data")
         try:
-            res[eng] = {**asyncio.run(run_requests(srv.url, rows)), "server": srv.line}
+            res[cfg] = {**asyncio.run(run_requests(srv.url, rows)), "server": srv.line}
         finally:
             srv.stop()
     load1 = os.getloadavg()
     teacher = [parse(r["response"]) for r in rows]
-    for eng, r in res.items():
+    for cfg, r in res.items():
         r["exact_json_agreement"] = round(sum(parse(o) == t for o, t in zip(r["answers"], teacher)) / len(rows), 4)
         r["parse_valid"] = round(sum(parse(o) is not None for o in r["answers"]) / len(rows), 4)
-        if "hf" in res:
-            r["same_as_hf"] = round(sum(o == h for o, h in zip(r["answers"], res["hf"]["answers"])) / len(rows), 4)
-    print(f"{'engine':10}{'p50 ms':>9}{'p95 ms':>9}{'tok/s':>8}{'exact JSON':>12}{'same as HF':>12}")
-    for eng, r in res.items():
-        print(f"{eng:10}{r['p50_ms']:>9}{r['p95_ms']:>9}{r['tokens_per_s']:>8}{r['exact_json_agreement']:>12}{r.get('same_as_hf', ''):>12}")
+        for other in ("hf", "llamacpp_before"):
+            if other in res and other != cfg:
+                r[f"same_as_{other}"] = round(sum(o == h for o, h in zip(r["answers"], res[other]["answers"])) / len(rows), 4)
+    print(f"{'config':17}{'p50 ms':>9}{'p95 ms':>9}{'tok/s':>8}{'exact JSON':>12}{'same as HF':>12}{'same as before':>16}")
+    for cfg, r in res.items():
+        print(f"{cfg:17}{r['p50_ms']:>9}{r['p95_ms']:>9}{r['tokens_per_s']:>8}{r['exact_json_agreement']:>12}"
+              f"{r.get('same_as_hf', ''):>12}{r.get('same_as_llamacpp_before', ''):>16}")
+    if choice:
+        print(f"engine choice: {choice['choice']} ({choice['reason']}); weight type: "
+              f"{json.dumps(choice.get('weight_type', {}).get('tried', {}))} -> {choice.get('weight_type', {}).get('choice', 'f16')}")
     print(f"load average: start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (2 cores, shared)")
-    lc, hf = res.get("llamacpp"), res.get("hf")
+    lc, hf, before = res.get("llamacpp"), res.get("hf"), res.get("llamacpp_before")
     out = {"bench": "serve_lm", "model": str(model), "trained_quick": a.model is None, "n": len(rows), "threads": a.threads,
-           "load_avg_start": [round(x, 2) for x in load0], "load_avg_end": [round(x, 2) for x in load1],
-           **{eng: {k: v for k, v in r.items() if k != "answers"} for eng, r in res.items()}}
+           "load_avg_start": [round(x, 2) for x in load0], "load_avg_end": [round(x, 2) for x in load1], "engine_choice": choice,
+           **{cfg: {k: v for k, v in r.items() if k != "answers"} for cfg, r in res.items()}}
+    if lc and before:
+        out["speedup_p50_vs_before"] = round(before["p50_ms"] / lc["p50_ms"], 2)
     if lc and hf:
-        out["speedup_p50"] = round(hf["p50_ms"] / lc["p50_ms"], 2)
-        out["tokens_per_s_ratio"] = round(lc["tokens_per_s"] / hf["tokens_per_s"], 2)
+        out["speedup_p50_vs_hf"] = round(hf["p50_ms"] / lc["p50_ms"], 2)
+        out["tokens_per_s_ratio_vs_hf"] = round(lc["tokens_per_s"] / hf["tokens_per_s"], 2)
         out["acceptance"] = {"p50_le_300ms": lc["p50_ms"] <= 300, "p95_le_600ms": lc["p95_ms"] <= 600,
                              "no_agreement_loss": lc["exact_json_agreement"] >= hf["exact_json_agreement"]}
     print(json.dumps(out))

@@ -104,8 +104,23 @@ def run_encoder(section: dict, kept: list[dict], hold: list[dict], n_lm: int, sc
     preds, s = _predict(st, hold)
     teacher = [r["response"] for r in hold]
     res.update({"predict_s": round(s, 1), "per_answer_ms": round(1000 * s / max(1, len(hold)), 1), "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-                "holdout": score(preds, teacher, schema), "holdout_lm_subset": score(preds[:n_lm], teacher[:n_lm], schema)})
+                "holdout": score(preds, teacher, schema), "holdout_lm_subset": score(preds[:n_lm], teacher[:n_lm], schema),
+                "holdout_span_errors": span_breakdown(hold, preds)})
     return res
+
+
+def span_breakdown(items: list[dict], preds: list[str]) -> dict:
+    """bench/span_errors.py's error types for the `slots` object (missed / boundary / wrong name / extra)."""
+    from bench.span_errors import breakdown
+    from core.answer_shape import last_user_text
+    from eval.metrics import parse_output
+
+    def slots(text: str | None) -> dict:
+        v = parse_output(text)
+        return (v.get("slots") or {}) if isinstance(v, dict) else {}
+
+    b = breakdown([(last_user_text(r["messages"]), slots(p), slots(r["response"])) for r, p in zip(items, preds)])
+    return {k: b[k] for k in ("gold", "predicted", "correct", "micro_f1", "errors", "confusions")}
 
 
 def run_causal_lm(section: dict, kept: list[dict], hold: list[dict], n_train: int, epochs: float, n_lm: int, schema: dict | None, workdir: Path) -> dict:
@@ -165,6 +180,7 @@ def main() -> None:
                 print(_line("encoder", r["holdout"]) + f"; train {r['train_s']} s{' (its run)' if r.get('from_run') else ''}, predict {r['per_answer_ms']} ms/answer, "
                       f"load {r.get('load_avg_1m_at_start', '-')}->{r['load_avg_1m_at_end']}", flush=True)
                 print(_line(f"encoder, first {n_lm}", r["holdout_lm_subset"]), flush=True)
+                print(f"{'encoder slot errors':>26}: {r['holdout_span_errors']['errors']}", flush=True)
                 shutil.rmtree(Path(tmp) / "classifier", ignore_errors=True)
             elif kind == "causal_lm":
                 lm_section = {**section, "max_train_s": args.lm_max_train_s}

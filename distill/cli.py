@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--allow-unauthenticated", action="store_true",
                     help="serve on a non-loopback --host without DISTILL_SERVE_API_KEY (anyone who can reach it may call it)")
-    sp.add_argument("--fast-path", choices=["fp32", "int8", "onnx"],
+    sp.add_argument("--fast-path", choices=["fp32", "int8", "onnx", "onnx_int8"],
                     help="classifier inference path (default: the one chosen on validation at training, in student.json)")
     sp.add_argument("--engine", choices=["hf", "llamacpp"],
                     help="serving engine: hf (transformers) or llamacpp (causal LMs, llama-cpp-python; default: the one "

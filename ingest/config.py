@@ -124,11 +124,12 @@ class SamplingConfig(StrictModel):
 class StoreConfig(StrictModel):
     """Where and in how much memory the run's dedup state lives (ingest/store.py)."""
 
-    dir: str | None = PathField(None, "Directory for the run's temporary dedup index (SQLite + MinHash file); default <run>/ingest/.work, deleted when the run ends.")
-    cache_mb: float = Field(64, gt=0, description="SQLite page cache per connection (two connections), MB.")
-    bloom_mb: float = Field(64, gt=0, description="Bloom filter in front of the index, MB (rounded down to a power of two); ~16 bits per key keeps false probes under 0.1 %: about 11 keys per record, so 64 MB suits ~3M records.")
+    dir: str | None = PathField(None, "Directory for the run's temporary dedup index (sorted key runs + MinHash file); default <run>/ingest/.work, deleted when the run ends.")
+    index_mb: float = Field(128, gt=0, description="Memory for the sorted key runs of the LSH index (16 B a band key, ~9 a kept record), MB; as much again for exact keys and ids. Past it, runs spill to memory-mapped files in `dir`.")
+    bloom_mb: float = Field(64, gt=0, description="Bloom filter in front of the LSH index, MB (rounded down to a power of two; a quarter of it for exact keys and ids); ~16 bits per key keeps false probes under 0.1 %: about 9 keys per record, so 64 MB suits ~3M records.")
     minhash_cache: int = Field(100_000, ge=0, description="MinHash values of LSH candidates kept in memory (~0.4 KB each): popular buckets are compared with many records.")
-    buffer_records: int = Field(50_000, ge=100, description="Records whose new keys are buffered in memory before the background writer stores them (~1 KB each).")
+    buffer_records: int = Field(50_000, ge=100, description="Records whose exact keys and ids wait in memory (~0.3 KB each) before they join the sorted runs.")
+    parse_worker: bool = Field(True, description="JSONL sources: read, parse, validate, exact-dedup and redact in a second process while this one does near dedup and writes (two cores: ~2x the records/s); false does it all in one process.")
 
 
 class IngestConfig(StrictModel):

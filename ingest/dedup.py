@@ -9,7 +9,6 @@ make every record look alike.
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,6 @@ from core.toolcalls import calls_text, tools_key
 from ingest.records import exact_key  # noqa: F401  (the exact-dedup key; lives with the record)
 
 
-_WS = re.compile(r"\s+")
 
 
 _SYSTEM_KEYS: dict[str, str] = {}
@@ -52,7 +50,9 @@ def dialogue_text(messages: list[dict]) -> str:
         if m.get("tool_calls"):
             text = f"{text} {calls_text(m['tool_calls'])}" if text else calls_text(m["tool_calls"])
         parts.append(f"{m['role'][0]}:{text}")
-    return _WS.sub(" ", " ".join(parts).lower()).strip()
+    # str.split() and re's \s agree on what whitespace is (both Py_UNICODE_ISSPACE); splitting
+    # is ~3x faster than re.sub(r"\s+", " ", ...).strip() and gives the same text.
+    return " ".join(" ".join(parts).lower().split())
 
 
 _U32 = np.uint32

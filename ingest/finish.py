@@ -20,15 +20,27 @@ from typing import Iterator
 import numpy as np
 import orjson
 
+from ingest.output import dumps
 from ingest.dedup import DECON_SALT, band_keys, dialogue_text, lsh_params, system_key
 
 CHUNK = 1024
+# Spill lines: JSON [seq, position, partition, id, tag] SEP the record's output JSON. JSON text
+# never holds a raw control character (they are escaped), so the first SEP ends the header.
+SEP = b"\x1f"
 
 
 def _rows(path: Path) -> Iterator[list]:
+    """Spill rows as [seq, position, partition, id, tag, record JSON bytes]."""
     with open(path, "rb") as f:
         for line in f:
-            yield orjson.loads(line)
+            head, _, rec = line.partition(SEP)
+            row = orjson.loads(head)
+            row.append(rec[:-1])
+            yield row
+
+
+def _line(row: list) -> bytes:
+    return orjson.dumps(row[:5]) + SEP + row[5] + b"\n"
 
 
 def _chunks(it: Iterator[list], n: int = CHUNK) -> Iterator[list[list]]:
@@ -169,7 +181,7 @@ def _decontaminate(ing, carried: list[dict]) -> Iterator[list]:
                 if twin is None:
                     yield row
                 else:
-                    ing.drop("decontaminated", row[3]["id"], row[1], store.name(twin))
+                    ing.drop("decontaminated", row[3], row[1], store.name(twin))
     finally:
         index.close()
 
@@ -186,7 +198,7 @@ def finish(ing, emit_train, emit_holdout) -> dict:
     n_train = 0
     if not s.max_per_tag and s.default_max_per_tag is None:
         for row in survivors:
-            emit_train(row[3], row[0])
+            emit_train(row[5], row[0])
             n_train += 1
     else:
         # Pass 1: the lowest id hashes per capped tag; survivors wait in a spill file.
@@ -194,27 +206,27 @@ def finish(ing, emit_train, emit_holdout) -> dict:
         spill = ing.work / "survivors.spill"
         with open(spill, "wb", buffering=1 << 20) as f:
             for row in survivors:
-                f.write(orjson.dumps(row) + b"\n")
-                tag = str(row[3]["metadata"].get(s.tag_field))
+                f.write(_line(row))
+                tag = row[4]
                 cap = s.max_per_tag.get(tag, s.default_max_per_tag)
                 if cap is None:
                     continue
-                h, heap = _rank(row[3]["id"]), heaps.setdefault(tag, [])
+                h, heap = _rank(row[3]), heaps.setdefault(tag, [])
                 if len(heap) < cap:
                     heapq.heappush(heap, (-h, row[0]))
                 elif h < -heap[0][0]:
                     heapq.heapreplace(heap, (-h, row[0]))
         keep = {seq for heap in heaps.values() for _, seq in heap}
         for row in _rows(spill):
-            tag = str(row[3]["metadata"].get(s.tag_field))
+            tag = row[4]
             if s.max_per_tag.get(tag, s.default_max_per_tag) is not None and row[0] not in keep:
-                ing.drop("over_tag_cap", row[3]["id"], row[1], None)
+                ing.drop("over_tag_cap", row[3], row[1], None)
             else:
-                emit_train(row[3], row[0])
+                emit_train(row[5], row[0])
                 n_train += 1
         os.unlink(spill)
     for rec in carried:
-        emit_holdout(rec, -1)
+        emit_holdout(dumps(rec), -1)
     for row in _rows(ing.work / "holdout.spill"):
-        emit_holdout(row[3], row[0])
+        emit_holdout(row[5], row[0])
     return ing.final_counts(n_train)

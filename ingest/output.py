@@ -35,6 +35,11 @@ class JsonlOut:
         self.f.write(dumps(row) + b"\n")
         self.n += 1
 
+    def write_raw(self, line: bytes) -> None:
+        """One row already serialised by `dumps` (no newline)."""
+        self.f.write(line + b"\n")
+        self.n += 1
+
     def commit(self) -> Path:
         self.f.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,20 +26,21 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+import orjson
 
 from core.rundir import RunDir
 from ingest.config import IngestConfig
-from ingest.dedup import NEAR_SALT, MinHasher, band_keys, dialogue_text, exact_key, lsh_params, system_key
+from ingest.dedup import NEAR_SALT, MinHasher, band_keys, dialogue_text, lsh_params, system_key
+from ingest.finish import SEP
 from ingest.output import JsonlOut, ParquetOut, dumps
-from ingest.pii import Redactor
-from ingest.records import Item, RecordError, SkipRecord, parse_time, raw_text
+from ingest.front import Front, WorkerFront
+from ingest.records import parse_time
 from ingest.sources import describe, iter_source
 from ingest.state import IngestState, state_dir
 from ingest.store import DedupStore
-from ingest.validate import validate
 
 STAGE = "ingest"
-Emit = Callable[[dict, int], None]  # (record, seq): seq is the read order of admitted records
+Emit = Callable[[bytes, int], None]  # (record as JSON, seq): seq is the read order of admitted records
 
 
 def in_holdout(record_id: str, fraction: float) -> bool:
@@ -55,100 +56,39 @@ class Ingestor:
     holdout candidates go to spill files for the whole-run steps (ingest/finish.py)."""
 
     def __init__(self, cfg: IngestConfig, work: Path, quarantine: JsonlOut, dropped: JsonlOut,
-                 golden: list[dict] | None = None, watermark: str | None = None):
+                 golden: list[dict] | None = None):
         self.cfg, self.work = cfg, work
         self.golden = golden or []
         self.golden_ids = {r["id"] for r in self.golden}
         self.golden_seen: set[str] = set()
-        self.after = parse_time(watermark) if watermark else None          # exclusive
-        self.since = parse_time(cfg.window.since) if cfg.window.since else None  # inclusive
-        self.incremental = cfg.window.incremental
-        self.redactor = Redactor(cfg.pii.types) if cfg.pii.enabled else None
         d, s = cfg.dedup, cfg.store
         self.hasher = MinHasher(d.num_perm, d.shingle_chars) if (d.near_duplicates or d.decontaminate) else None
         self.near = lsh_params(d.threshold, d.num_perm) if d.near_duplicates else None
-        self.store = DedupStore(work, s.cache_mb, s.bloom_mb, s.buffer_records, d.num_perm, s.minhash_cache)
+        self.store = DedupStore(work, s.bloom_mb, s.index_mb, d.num_perm, s.minhash_cache)
         self.quarantine_out, self.dropped_out = quarantine, dropped
         self.train_spill = open(work / "train.spill", "wb", buffering=1 << 20)
         self.holdout_spill = open(work / "holdout.spill", "wb", buffering=1 << 20)
         self.seq = 0
         self.n_train = self.n_holdout = 0
         self.counts: Counter = Counter()
+        self.redactions: Counter = Counter()
         self.max_ts: datetime | None = None
         self.min_ts: datetime | None = None
+        self.probes = 0
+        self.worker_peak_rss_mb: float | None = None  # the parse worker's, when there is one
 
-    # -- one record ---------------------------------------------------------------------
-    def quarantine(self, item: Item, err: RecordError, rid: str | None = None) -> None:
-        self.counts["quarantined"] += 1
-        self.counts[f"q:{err.code}"] += 1
-        raw = raw_text(item.raw if item.raw is not None else item.record, self.cfg.quarantine_raw_chars)
-        if self.redactor is not None:
-            raw = self.redactor.redact(raw)  # quarantine is written too: no PII in it either
-        row = {"position": item.position, "source": item.source, "reason": str(err), "raw": raw}
-        rid = rid or item.native_id
-        if rid is not None:
-            row["id"] = rid
-        self.quarantine_out.write(row)
-
+    # -- events from the first half (ingest/front.py) ------------------------------------
     def drop(self, bucket: str, rid: str, position: int, of: str | None) -> None:
         self.counts[bucket] += 1
         self.dropped_out.write({"id": rid, "position": position, "reason": bucket, "of": of})
 
-    def _in_window(self, item: Item, rec: dict) -> bool | None:
-        """True: take it; False: older than the window; None: quarantined."""
-        ts = rec["timestamp"]
-        if ts is None:
-            if self.incremental or self.since:
-                self.quarantine(item, RecordError("no_timestamp", "incremental/windowed reads need a timestamp"), rec["id"])
-                return None
-            return True
-        t = parse_time(ts)
-        if (self.after and t <= self.after) or (self.since and t < self.since):
-            self.counts["outside_window"] += 1
-            return False
-        if self.max_ts is None or t > self.max_ts:
-            self.max_ts = t
-        if self.min_ts is None or t < self.min_ts:
-            self.min_ts = t
-        return True
-
-    def admit(self, item: Item) -> dict | None:
-        """First, per-record checks in log order: the record if it goes on, else None (counted)."""
-        if item.record is None and item.error is None:
-            self.counts["blank_lines"] += 1
-            return None
-        self.counts["read"] += 1
-        if isinstance(item.error, SkipRecord):
-            self.counts["skipped"] += 1
-            self.counts[f"s:{item.error.code}"] += 1
-            return None
-        if item.error is not None:
-            self.quarantine(item, item.error)
-            return None
-        rec = item.record
-        try:
-            validate(rec, self.cfg.validation)
-        except RecordError as e:
-            self.quarantine(item, e, rec["id"])
-            return None
-        if not self._in_window(item, rec):
-            return None
-        rid = rec["id"]
-        key = int(exact_key(rec["messages"], rec.get("tools"), rec.get("tool_choice"))[:16], 16)
-        first = self.store.exact_first(key)
-        if first is not None:  # a retry logged twice is a duplicate even if it kept its id
-            self.drop("duplicates", rid, item.position, first)
-            return None
-        pos = self.store.id_position(rid)
-        if pos is not None:
-            # Downstream joins on id (replay ledger, reference answers): ids must be unique.
-            self.quarantine(item, RecordError("duplicate_id", f"id {rid!r} already used at position {pos}"), rid)
-            return None
-        self.store.add_exact(key, rid)
-        self.store.add_id(rid, item.position)
-        if self.redactor is not None:
-            self.redactor.redact_record(rec)
-        return rec
+    def absorb(self, summary: dict) -> None:
+        """The first half's counts and time range, once it has read the whole source."""
+        self.counts.update(summary["counts"])
+        self.redactions.update(summary["redactions"])
+        self.min_ts, self.max_ts = summary["min_ts"], summary["max_ts"]
+        self.probes += summary["probes"]
+        self.worker_peak_rss_mb = summary.get("peak_rss_mb")
 
     def place(self, batch: list[tuple[dict, int]]) -> None:
         """Near-dedup (in log order, first seen wins) and split a batch of admitted records."""
@@ -173,12 +113,14 @@ class Ingestor:
             klist = keys.tolist()
             kept: list[int] = []
             width = values.shape[1]
+            paired = _shares_a_bucket(keys).tolist()  # the others need no walk of `local`
+        golden, fraction, tag_field = self.golden_ids, self.cfg.holdout_fraction, self.cfg.sampling.tag_field
         for i, (rec, pos) in enumerate(batch):
             rid, seq = rec["id"], first + i
             if self.near is not None:
-                ks = klist[i]
                 twin, cnt, bd = t_seq[i], t_cnt[i], t_band[i]
-                if local:
+                if paired[i]:
+                    ks = klist[i]
                     seen: set[int] = set()
                     for j, k in enumerate(ks):
                         for li in local.get(k, ()):
@@ -193,36 +135,47 @@ class Ingestor:
                     self.drop("near_duplicates", rid, pos, store.name(twin))
                     continue
                 kept.append(i)
-                for k in ks:
-                    local.setdefault(k, []).append(i)
-            holdout = rid in self.golden_ids or in_holdout(rid, self.cfg.holdout_fraction)
-            if rid in self.golden_ids:
+                if paired[i]:
+                    for k in ks:
+                        local.setdefault(k, []).append(i)
+            is_golden = rid in golden
+            holdout = is_golden or in_holdout(rid, fraction)
+            if is_golden:
                 self.golden_seen.add(rid)
             rec["split"] = "holdout" if holdout else "train"
-            spill = self.holdout_spill if holdout else self.train_spill
-            spill.write(dumps([seq, pos, parts[i], rec]) + b"\n")
+            # The record's output bytes are made once, here: finish() copies them out unparsed.
+            line = dumps([seq, pos, parts[i], rid, str(rec["metadata"].get(tag_field))]) + SEP + dumps(rec) + b"\n"
             if holdout:
+                self.holdout_spill.write(line)
                 self.n_holdout += 1
             else:
+                self.train_spill.write(line)
                 self.n_train += 1
         if self.near is not None:
             store.add_bands(keys[kept], [first + i for i in kept])
 
-    def run(self, items: Iterable[Item], batch: int = 256) -> None:
-        limit = self.cfg.max_records
+    def run(self, chunks: Iterable[list[tuple]], batch: int = 256) -> None:
+        """Consume the first half's event lists (ingest/front.py), in order."""
         pending: list[tuple[dict, int]] = []
-        for item in items:
-            if limit is not None and self.counts["read"] >= limit and (item.record or item.error):
-                break
-            rec = self.admit(item)
-            if rec is not None:
-                pending.append((rec, item.position))
-                if len(pending) >= batch:  # MinHash is computed per batch: far fewer numpy calls
-                    self.place(pending)
-                    pending = []
+        counts, qout = self.counts, self.quarantine_out
+        for events in chunks:
+            for e in events:
+                kind = e[0]
+                if kind == "a":
+                    pending.append((e[1], e[2]))
+                    if len(pending) >= batch:  # MinHash is computed per batch: far fewer numpy calls
+                        self.place(pending)
+                        pending = []
+                elif kind == "d":
+                    self.drop("duplicates", e[1], e[2], e[3])
+                else:
+                    counts["quarantined"] += 1
+                    counts[f"q:{e[2]}"] += 1
+                    qout.write(e[1])
         self.place(pending)
         self.train_spill.close()
         self.holdout_spill.close()
+        self.probes += self.store.probes
 
     def carried_holdout(self) -> list[dict]:
         """Golden holdout records from earlier runs that this run did not read again."""
@@ -239,7 +192,7 @@ class Ingestor:
         out["holdout_total"] = out["holdout"] + out["holdout_carried"]
         out["quarantined_by_reason"] = {k[2:]: v for k, v in sorted(c.items()) if k.startswith("q:")}
         out["skipped_by_reason"] = {k[2:]: v for k, v in sorted(c.items()) if k.startswith("s:")}
-        red = self.redactor.counts if self.redactor else Counter()
+        red = self.redactions
         out["redactions_by_type"] = dict(sorted(red.items()))
         out["redactions"] = sum(red.values())
         accounted = sum(out[k] for k in ("kept", "quarantined", "skipped", "duplicates", "near_duplicates",
@@ -247,6 +200,19 @@ class Ingestor:
         if accounted != out["read"]:  # a bug in this module, never the input's fault
             raise AssertionError(f"ingest lost records: read {out['read']} but accounted for {accounted}: {out}")
         return out
+
+
+def _shares_a_bucket(keys: np.ndarray) -> np.ndarray:
+    """Per row of the (n, bands) band keys: does another row of this batch share a bucket?
+    (Band keys hash the band number in, so one row never meets itself.)"""
+    n, b = keys.shape
+    flat = keys.ravel()
+    o = np.argsort(flat, kind="stable")
+    same = flat[o][1:] == flat[o][:-1]
+    out = np.zeros(n, dtype=bool)
+    out[o[1:][same] // b] = True
+    out[o[:-1][same] // b] = True
+    return out
 
 
 @contextmanager
@@ -266,11 +232,26 @@ def _ingest(cfg: IngestConfig, work: Path, outs: dict, emit_train: Emit, emit_ho
     from ingest.finish import finish
 
     shutil.rmtree(work, ignore_errors=True)
-    ing = Ingestor(cfg, work, outs["quarantine"], outs["dropped"], golden=golden, watermark=watermark)
+    ing = Ingestor(cfg, work, outs["quarantine"], outs["dropped"], golden=golden)
+    bounds = [parse_time(t) for t in (watermark, cfg.window.since) if t]
+    since = max(bounds, default=None)
+    front: Front | WorkerFront
     try:
-        since = max((t for t in (ing.after, ing.since) if t is not None), default=None)
         with _gc_paused():
-            ing.run(iter_source(cfg.source, since))
+            if cfg.store.parse_worker and cfg.source.kind == "jsonl":
+                front = WorkerFront(cfg, work, watermark, since)
+                try:
+                    ing.run(front)
+                finally:
+                    front.close()
+                ing.absorb(front.summary)
+            else:
+                front = Front(cfg, work, watermark)
+                try:
+                    ing.run(front.chunks(iter_source(cfg.source, since)))
+                    ing.absorb(front.summary())
+                finally:
+                    front.close()
             counts = finish(ing, emit_train, emit_holdout)
     finally:
         ing.store.close()
@@ -310,8 +291,8 @@ def _run_ingest(cfg: IngestConfig, rd: RunDir, state: IngestState) -> dict:
     def emitter(split: str) -> Emit:
         j, p = outs[split], pq.get(split)
         if p is None:
-            return lambda rec, seq: j.write(rec)
-        return lambda rec, seq: (j.write(rec), p.write(rec))
+            return lambda raw, seq: j.write_raw(raw)
+        return lambda raw, seq: (j.write_raw(raw), p.write(orjson.loads(raw)))
 
     work = Path(cfg.store.dir) / rd.run_id if cfg.store.dir else staging / "work"
     written: list[Path] = []
@@ -342,7 +323,8 @@ def _run_ingest(cfg: IngestConfig, rd: RunDir, state: IngestState) -> dict:
               "watermark_before": watermark, "watermark_after": wm_after,
               "first_record": _iso(ing.min_ts), "last_record": _iso(ing.max_ts)}
     figures = {"records_per_s": round(counts["read"] / t_read, 1) if t_read > 0 else None,
-               "read_s": round(t_read, 3), "index_probes": ing.store.probes}
+               "read_s": round(t_read, 3), "index_probes": ing.probes,
+               "parse_worker_peak_rss_mb": ing.worker_peak_rss_mb}
     rd.record_stage(STAGE, counts=counts, figures=figures, inputs=_inputs(cfg, source), outputs=written,
                     config=cfg, started=t0, source=source, window=window, state_dir=str(state.root))
     return counts
@@ -369,7 +351,7 @@ def clean_records(cfg: IngestConfig) -> list[dict]:
     kept: list[tuple[int, dict]] = []
     with tempfile.TemporaryDirectory(prefix="ingest-clean-") as tmp:
         outs = {n: JsonlOut(Path(tmp) / f"{n}.jsonl", Path(tmp) / "out") for n in ("quarantine", "dropped")}
-        emit = lambda rec, seq: kept.append((seq, rec))  # noqa: E731
+        emit = lambda raw, seq: kept.append((seq, orjson.loads(raw)))  # noqa: E731
         _ingest(cfg, Path(tmp) / "work", outs, emit, emit, [], None)
         for o in outs.values():
             o.abort()

@@ -1,102 +1,158 @@
 """On-disk dedup state for one ingest run: exact keys, record ids, LSH bands and MinHash values.
 
-Memory is set by `IngestStoreConfig`, not by the log: SQLite holds the keys (its page cache is
-`cache_mb`), a Bloom filter of `bloom_mb` answers "never seen" without touching SQLite (almost
-every key), MinHash values are appended to a flat file read back with pread (the OS page cache,
-not this process, holds them; `hv_cache` recently compared ones stay in memory). New keys wait in an in-memory buffer of `buffer_records`
-records; a full buffer is written by a background thread with ONE statement over a JSON array
-(json_each), so the insert runs in SQLite's C code with the GIL released, on the other core.
+Memory is set by `StoreConfig`, not by the log. Keys (exact keys, id hashes, LSH band keys: all
+64-bit hashes) live in sorted numpy runs (ingest/keyindex.py) that spill to memory-mapped files
+past `index_mb`; a Bloom filter of `bloom_mb` answers "never seen" for most lookups without
+touching them. New exact keys and ids wait in dicts of `buffer_records` entries. MinHash values
+are appended to a flat file read back with pread (the OS page cache, not this process, holds
+them; `hv_cache` recently compared ones stay in memory).
 
-Why SQLite (measured on 2 cores, bench/ingest.py): inserts cost ~1.9 us a row whatever the
-table layout; LMDB and DuckDB are not installed here and DuckDB's point lookups are slow. With
-the Bloom filter almost no lookup reaches SQLite, and with the background writer the inserts
-overlap the parsing and hashing.
-
-Keys are 64-bit (exact keys and band keys are hashes already; ids are hashed with their text
-kept to confirm a hit). A key collision can only add a false candidate, which the MinHash
-similarity then rejects.
+A key collision can only add a false candidate: ids are confirmed against their stored text,
+LSH candidates by their MinHash similarity, and exact keys are 64 bits of sha256.
 """
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import orjson
+
+from ingest.keyindex import Bloom, KeyRuns, NameLog
 
 _M64 = (1 << 64) - 1
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_ID_SALT = 0x9E3779B97F4A7C15  # ids and exact keys share a Bloom filter: their keys must differ
+
+__all__ = ["Bloom", "DedupStore", "ExactIndex"]
 
 
-def signed(k: int) -> int:
-    return k - (1 << 64) if k >= 1 << 63 else k
+class ExactIndex:
+    """Exact keys -> the id first seen with them, and ids -> their first position; one record at
+    a time, in log order (each answer depends on the records before it)."""
 
+    def __init__(self, root: Path, bloom_mb: float = 16, buffer_records: int = 50_000, index_mb: float = 128):
+        self.bloom = Bloom(bloom_mb)
+        entries = max(1024, int(index_mb * 2**20 / 16) // 2)  # two runs share the budget, 16 B an entry
+        self._exact_runs = KeyRuns(root, "exact", entries)
+        self._id_runs = KeyRuns(root, "ids", entries)
+        self._names = NameLog(root, "exact-names")    # value of an exact key: its first id
+        self._id_names = NameLog(root, "id-names")    # value of an id hash: the id, for the check
+        self._id_pos: list[np.ndarray] = []           # and its position (8 B a record, in memory)
+        self._exact: dict[int, str] = {}
+        self._ids: dict[str, int] = {}
+        self.buffer_records = buffer_records
+        self.probes = 0  # lookups that got past the Bloom filter
+        self._prefetch = False
+        self._pre_exact: dict[int, str | None] = {}
+        self._pre_ids: dict[str, int] = {}
 
-class Bloom:
-    """k probes from one well-mixed 64-bit key: h1 + j*h2 over a power-of-two bit array."""
+    @property
+    def spills(self) -> int:
+        return self._exact_runs.spills + self._id_runs.spills
 
-    def __init__(self, mbytes: float, k: int = 5):
-        nbits = 1 << max(16, int(mbytes * 8 * 2**20).bit_length() - 1)
-        self.bits = np.zeros(nbits // 8, dtype=np.uint8)
-        self.mask, self.k = nbits - 1, k
-        self._raw = memoryview(self.bits)  # Python-int probes without numpy call overhead
+    @contextmanager
+    def prefetched(self, keys: list[int], rids: list[str]):
+        """Within the block, exact_first/id_position answer these keys and ids from one
+        vectorised Bloom test and run lookup (no per-record probe), and flushes wait."""
+        ek = np.array(keys, dtype=np.uint64)
+        ik = np.fromiter((hash(r) & _M64 for r in rids), dtype=np.uint64, count=len(rids))
+        self._pre_exact, self._pre_ids = {}, {}
+        for mine, runs, names, ks, salt in ((self._pre_exact, self._exact_runs, self._names, ek, 0),
+                                            (self._pre_ids, self._id_runs, self._id_names, ik, _ID_SALT)):
+            maybe = np.flatnonzero(self.bloom.test_many(ks ^ np.uint64(salt)))
+            if not len(maybe):
+                continue
+            self.probes += len(maybe)
+            q, v = runs.lookup(ks[maybe])
+            for i, n in zip(maybe[q].tolist(), v.tolist()):
+                if salt:  # an id: kept only if the text matches (a hash shared by two ids)
+                    rid = names.get(n)
+                    if rid == rids[i]:
+                        mine.setdefault(rid, int(self._id_pos[n // self._POS][n % self._POS]))
+                else:
+                    mine.setdefault(keys[i], names.get(n))
+        self._prefetch = True
+        try:
+            yield
+        finally:
+            self._prefetch = False
+            self._pre_exact, self._pre_ids = {}, {}
+            if len(self._ids) >= self.buffer_records:
+                self.flush()
 
-    def test_add(self, k: int) -> bool:
-        """True if `k` may have been added before; adds it either way."""
-        raw, mask, seen = self._raw, self.mask, True
-        h2 = ((k >> 32) | (k << 32)) & _M64 | 1
-        for j in range(self.k):
-            p = (k + j * h2) & mask  # mask < 2**64: the same bits as the uint64 sum in numpy
-            byte, bit = p >> 3, 1 << (p & 7)
-            if not raw[byte] & bit:
-                seen = False
-                raw[byte] |= bit
-        return seen
+    def exact_first(self, key: int) -> str | None:
+        """The id first seen with this exact key, else None (then the key is marked in the
+        Bloom filter: the caller adds it with add_exact)."""
+        if (r := self._exact.get(key)) is not None:
+            return r
+        if self._prefetch:
+            return self._pre_exact.get(key)
+        if not self.bloom.test_add(key):
+            return None
+        self.probes += 1
+        _, v = self._exact_runs.lookup(np.array([key], dtype=np.uint64))
+        return self._names.get(int(v[0])) if len(v) else None
 
-    def test_many(self, keys: np.ndarray) -> np.ndarray:
-        """Vectorised `test` (no add) for uint64 keys."""
-        h2 = ((keys >> np.uint64(32)) | (keys << np.uint64(32))) | np.uint64(1)
-        hit = np.ones(len(keys), dtype=bool)
-        for j in range(self.k):
-            p = (keys + np.uint64(j) * h2) & np.uint64(self.mask)
-            hit &= (self.bits[p >> np.uint64(3)] & (np.uint8(1) << (p & np.uint64(7)).astype(np.uint8))) != 0
-        return hit
+    def add_exact(self, key: int, rid: str) -> None:
+        self._exact[key] = rid
 
-    def add_many(self, keys: np.ndarray) -> None:
-        h2 = ((keys >> np.uint64(32)) | (keys << np.uint64(32))) | np.uint64(1)
-        for j in range(self.k):
-            p = (keys + np.uint64(j) * h2) & np.uint64(self.mask)
-            np.bitwise_or.at(self.bits, p >> np.uint64(3), np.uint8(1) << (p & np.uint64(7)).astype(np.uint8))
+    def id_position(self, rid: str) -> int | None:
+        if (p := self._ids.get(rid)) is not None:
+            return p
+        if self._prefetch:
+            return self._pre_ids.get(rid)
+        k = hash(rid) & _M64
+        if not self.bloom.test_add(k ^ _ID_SALT):
+            return None
+        self.probes += 1
+        _, v = self._id_runs.lookup(np.array([k], dtype=np.uint64))
+        for n in v.tolist():  # a hash shared by two ids: the text tells them apart
+            if self._id_names.get(n) == rid:
+                return int(self._id_pos[n // self._POS][n % self._POS])
+        return None
+
+    _POS = 65_536  # positions are kept in blocks, so growing them never copies
+
+    def add_id(self, rid: str, pos: int) -> None:
+        self._ids[rid] = pos
+        if len(self._ids) >= self.buffer_records and not self._prefetch:  # (else at the block's end)
+            self.flush()
+
+    def flush(self) -> None:
+        if self._exact:
+            keys = np.fromiter(self._exact.keys(), dtype=np.uint64, count=len(self._exact))
+            first = self._names.append(list(self._exact.values()))
+            self._exact_runs.add(keys, np.arange(first, first + len(keys)))
+            self.bloom.add_many(keys)  # (exact_first marked them already; add_exact alone did not)
+            self._exact = {}
+        if self._ids:
+            rids = list(self._ids)
+            keys = np.fromiter((hash(r) & _M64 for r in rids), dtype=np.uint64, count=len(rids))
+            first = self._id_names.append(rids)
+            for i, p in enumerate(self._ids.values(), first):
+                if i % self._POS == 0:
+                    self._id_pos.append(np.zeros(self._POS, dtype=np.int64))
+                self._id_pos[-1][i % self._POS] = p
+            self._id_runs.add(keys, np.arange(first, first + len(keys)))
+            self.bloom.add_many(keys ^ np.uint64(_ID_SALT))
+            self._ids = {}
+
+    def close(self) -> None:
+        self._names.close()
+        self._id_names.close()
 
 
 class DedupStore:
-    """The per-run index; lives in `root` (deleted by the caller when the run ends)."""
+    """The near-dedup index of a run (LSH bands, MinHash values, seq -> id) in `root`
+    (deleted by the caller when the run ends)."""
 
-    def __init__(self, root: Path, cache_mb: float = 64, bloom_mb: float = 64, buffer_records: int = 50_000,
-                 num_perm: int = 64, hv_cache: int = 100_000):
+    def __init__(self, root: Path, bloom_mb: float = 64, index_mb: float = 128, num_perm: int = 64,
+                 hv_cache: int = 100_000):
         root.mkdir(parents=True, exist_ok=True)
-        db = root / "dedup.sqlite"
-        db.unlink(missing_ok=True)
-        self._w = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-        for pragma in ("journal_mode=WAL", "synchronous=OFF", f"cache_size=-{int(cache_mb * 512)}", "temp_store=FILE"):
-            self._w.execute("PRAGMA " + pragma)
-        self._w.executescript(
-            "CREATE TABLE exact(k INTEGER PRIMARY KEY, rid TEXT);"
-            "CREATE TABLE ids(k INTEGER PRIMARY KEY, rid TEXT, pos INTEGER);"
-            "CREATE TABLE names(seq INTEGER PRIMARY KEY, rid TEXT);"
-            "CREATE TABLE lsh(k INTEGER, seq INTEGER, PRIMARY KEY (k, seq)) WITHOUT ROWID;")
-        self._r = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-        self._r.execute(f"PRAGMA cache_size=-{int(cache_mb * 512)}")
         self.bloom = Bloom(bloom_mb)
-        self.buffer_records = buffer_records
-        self._pending = self._empty()
-        self._inflight = self._empty()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._added = 0
-        self.probes = 0  # lookups that reached SQLite (Bloom positives)
+        self._lsh = KeyRuns(root, "lsh", max(1024, int(index_mb * 2**20 / 16)))
+        self._names = NameLog(root, "names")
+        self.probes = 0  # band keys that got past the Bloom filter
         self._hv_path = root / "minhash.u32"
         self._hv = open(self._hv_path, "wb+")
         self._hv_fd = self._hv.fileno()
@@ -107,95 +163,36 @@ class DedupStore:
         self._slot_seqs = np.zeros(hv_cache, dtype=np.int64)  # row -> seq (to forget them on a refill)
         self._hv_used = 0
 
-    @staticmethod
-    def _empty() -> dict:
-        return {"exact": {}, "ids": {}, "lsh": {}, "names": {}}
-
-    # -- exact keys and ids -------------------------------------------------------------
-    def exact_first(self, key: int) -> str | None:
-        """The id first seen with this exact key; records the key for `rid` if new (see add_exact)."""
-        for buf in (self._pending, self._inflight):
-            if (r := buf["exact"].get(key)) is not None:
-                return r
-        if not self.bloom.test_add(key):
-            return None
-        self.probes += 1
-        row = self._r.execute("SELECT rid FROM exact WHERE k = ?", (signed(key),)).fetchone()
-        return row[0] if row else None
-
-    def add_exact(self, key: int, rid: str) -> None:
-        self._pending["exact"][key] = rid
-
-    def id_position(self, rid: str) -> int | None:
-        k = hash(rid) & _M64
-        for buf in (self._pending, self._inflight):
-            if (hit := buf["ids"].get(k)) is not None and hit[0] == rid:
-                return hit[1]
-        if not self.bloom.test_add(k ^ 0x9E3779B97F4A7C15):  # salted: ids and exact keys share the filter
-            return None
-        self.probes += 1
-        row = self._r.execute("SELECT rid, pos FROM ids WHERE k = ?", (signed(k),)).fetchone()
-        return row[1] if row and row[0] == rid else None
-
-    def add_id(self, rid: str, pos: int) -> None:
-        self._pending["ids"][hash(rid) & _M64] = (rid, pos)
-        self._added += 1
-        if self._added >= self.buffer_records:
-            self.flush()
+    @property
+    def spills(self) -> int:
+        return self._lsh.spills
 
     # -- seq -> record id (to name the record a duplicate is a copy of) -------------------
     def put_names(self, pairs: list[list]) -> None:
-        self._pending["names"].update(pairs)
+        """[[seq, id], ...] with consecutive seqs following those stored."""
+        if pairs and pairs[0][0] != self._names.n:
+            raise AssertionError(f"names out of order: seq {pairs[0][0]} after {self._names.n}")
+        self._names.append([rid for _, rid in pairs])
 
     def name(self, seq: int) -> str | None:
-        for buf in (self._pending, self._inflight):
-            if (r := buf["names"].get(seq)) is not None:
-                return r
-        row = self._r.execute("SELECT rid FROM names WHERE seq = ?", (seq,)).fetchone()
-        return row[0] if row else None
+        return self._names.get(seq)
 
     # -- LSH bands ----------------------------------------------------------------------
     def bucket_pairs(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every (i, seq) with seq in the bucket of uint64 band key keys[i]: two int64 arrays.
-
-        Popular buckets hold hundreds of members, so members cross from SQLite as one
-        group_concat string per bucket, parsed by numpy: no Python object per member."""
+        """Every (i, seq) with seq in the bucket of uint64 band key keys[i]: two int64 arrays."""
         maybe = np.flatnonzero(self.bloom.test_many(keys))
         if not len(maybe):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        ks = keys[maybe].view(np.int64).tolist()
-        self.probes += len(ks)
-        rows = self._r.execute("SELECT j.key, count(*), group_concat(l.seq) FROM json_each(?) j JOIN lsh l ON l.k = j.value "
-                               "GROUP BY j.key", (orjson.dumps(ks),)).fetchall()
-        qs, counts, texts = [], [], []
-        for j, c, t in rows:
-            qs.append(maybe[j])
-            counts.append(c)
-            texts.append(t)
-        for buf in (self._inflight["lsh"], self._pending["lsh"]):
-            if buf:
-                for q, k in zip(maybe.tolist(), keys[maybe].tolist()):
-                    if (m := buf.get(k)) is not None:
-                        qs.append(q)
-                        counts.append(len(m))
-                        texts.append(",".join(map(str, m)))
-        if not qs:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        seqs = np.fromstring(",".join(texts), dtype=np.int64, sep=",")
-        return np.repeat(np.array(qs, dtype=np.int64), counts), seqs
+        self.probes += len(maybe)
+        q, seqs = self._lsh.lookup(keys[maybe])
+        return maybe[q], seqs
 
     def add_bands(self, keys: np.ndarray, seqs: list[int]) -> None:
         """Index records: row i of the (n, bands) uint64 `keys` belongs to seqs[i]."""
         if not len(seqs):
             return
         self.bloom.add_many(keys.ravel())
-        lsh = self._pending["lsh"]
-        for row, seq in zip(keys.tolist(), seqs):
-            for k in row:
-                lsh.setdefault(k, []).append(seq)
-        self._added += len(seqs)
-        if self._added >= self.buffer_records:
-            self.flush()
+        self._lsh.add(keys.ravel(), np.repeat(np.asarray(seqs, dtype=np.int64), keys.shape[1]))
 
     # -- MinHash values, by seq ---------------------------------------------------------
     def put_minhashes(self, values: np.ndarray) -> int:
@@ -236,6 +233,12 @@ class DedupStore:
     def minhashes(self, seqs: list[int]) -> np.ndarray:
         self._hv.flush()
         w = self._hv_width
+        if len(seqs) > 1 and seqs[-1] - seqs[0] < 4 * len(seqs) and all(a < b for a, b in zip(seqs, seqs[1:])):
+            # Ascending and close together (finish reads train and holdout in seq order): one
+            # read of the span instead of a syscall per row.
+            span = os.pread(self._hv_fd, (seqs[-1] - seqs[0] + 1) * w, seqs[0] * w)
+            rows = np.frombuffer(span, dtype=np.uint32).reshape(-1, w // 4)
+            return rows[np.asarray(seqs) - seqs[0]]
         buf = b"".join(os.pread(self._hv_fd, w, s * w) for s in seqs)
         return np.frombuffer(buf, dtype=np.uint32).reshape(len(seqs), w // 4)
 
@@ -266,52 +269,7 @@ class DedupStore:
             best[0][i], best[1][i], best[2][i] = seqs[first], counts[first], band[first]
         return best
 
-    # -- writing ------------------------------------------------------------------------
-    def flush(self, wait: bool = False) -> None:
-        """Hand the buffer to the background writer (waiting for the previous one first)."""
-        self._join()
-        self._inflight, self._pending = self._pending, self._empty()
-        self._added = 0
-        self._thread = threading.Thread(target=self._write, args=(self._inflight,), daemon=True)
-        self._thread.start()
-        if wait:
-            self._join()
-
-    def _join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-            self._inflight = self._empty()
-        if self._error is not None:
-            raise self._error
-
-    def _write(self, buf: dict) -> None:
-        try:
-            # In key order: random keys into a B-tree bigger than the page cache touch each leaf
-            # page many times (evicted, re-read, rewritten); in order, about once per flush.
-            ex, idb, lb = buf["exact"], buf["ids"], buf["lsh"]
-            exact = [[signed(k), ex[k]] for k in sorted(ex)]
-            ids = [[signed(k), *idb[k]] for k in sorted(idb)]
-            lsh = [[signed(k), s] for k in sorted(lb) for s in lb[k]]
-            names = list(buf["names"].items())
-            w = self._w
-            w.execute("BEGIN")
-            if exact:
-                w.execute("INSERT OR IGNORE INTO exact SELECT value->>0, value->>1 FROM json_each(?)", (orjson.dumps(exact),))
-            if ids:
-                w.execute("INSERT OR IGNORE INTO ids SELECT value->>0, value->>1, value->>2 FROM json_each(?)", (orjson.dumps(ids),))
-            if lsh:
-                w.execute("INSERT OR IGNORE INTO lsh SELECT value->>0, value->>1 FROM json_each(?)", (orjson.dumps(lsh),))
-            if names:
-                w.execute("INSERT OR IGNORE INTO names SELECT value->>0, value->>1 FROM json_each(?)", (orjson.dumps(names),))
-            w.execute("COMMIT")
-        except BaseException as e:  # re-raised in the ingest thread at the next flush/close
-            self._error = e
-
     def close(self) -> None:
-        try:
-            self._join()
-        finally:
-            self._hv.close()
-            self._r.close()
-            self._w.close()
+        self._hv.close()
+        self._names.close()
+        self._lsh.close()

@@ -14,7 +14,6 @@ and it would push the user's words past max_length.
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +66,9 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
         self.use_knn = False  # choose a kNN mix on the val split in finalize() (set by create())
         self.knn: dict[str, Any] | None = None  # chosen {"k", "temperature", "lambda"}
         self.memory: tuple[Any, dict[str, Any]] | None = None  # (normalised train embeddings [N, H], {field: labels [N]})
+        self.use_lexical = False  # fit and weigh a TF-IDF model in finalize() (student/lexical.py; set by create())
+        self.lexical: Any = None  # LexicalModel, mixed into field_probs at self.lexical_weight (field -> w)
+        self.lexical_weight: dict[str, float] = {}
         self.calibration: dict[str, Any] | None = None  # per-field temperatures fitted on the val split in finalize(); None = T 1
         self._torch = torch
         self._init_structured(layout)  # set / span fields (none without a layout)
@@ -110,6 +112,7 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
         st.probe_weight_decay = cfg.probe_weight_decay
         st.interpolate = cfg.interpolate
         st.use_knn = cfg.knn
+        st.use_lexical = cfg.lexical
         st.frozen_layers = len(layers) - n_train if layers is not None else 0
         return st
 
@@ -322,37 +325,22 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
         # Temperatures never move an argmax, so the scored path gives exactly these answers.
         return [text for text, _ in self.predict_scored(batch)]
 
-    def field_probs(self, lg: dict[str, Any], q, memory: tuple[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
+    def field_probs(self, lg: dict[str, Any], q, memory: tuple[Any, dict[str, Any]] | None = None,
+                    texts: list[str] | None = None) -> dict[str, Any]:
         """Per-field label probabilities as predict() ranks them: softmax, mixed with the kNN vote
-        when one was chosen (q: L2-normalised embeddings; memory defaults to the deployed one)."""
+        when one was chosen (q: L2-normalised embeddings; memory defaults to the deployed one),
+        then with the lexical model's when one was chosen (texts: the encoder's inputs)."""
         from student.knn import mixed_probs
+        from student.lexical import mix
 
         mem = memory if memory is not None else self.memory
-        return {f: mixed_probs(lg[f], q, mem[0] if mem else None, mem[1][f] if mem else None, self.knn) for f in self.vocab}
-
-    def training_memory(self, n_train: int | None) -> tuple[Any, dict[str, Any]] | None:
-        """The kNN memory cut to its first n_train rows: the training examples (finalize appends
-        the validation examples after them; None = all rows)."""
-        if self.memory is None or n_train is None:
-            return self.memory
-        mem, labels = self.memory
-        return mem[:n_train], {f: y[:n_train] for f, y in labels.items()}
-
-    @contextmanager
-    def against_training_rows(self, n_train: int | None):
-        """Score the validation examples against the training rows of the kNN memory only; the
-        deployed memory is back on exit. After finalize the memory holds the val examples too:
-        scored against it a val example finds itself and looks certain - ~2 points better than it
-        is, which hid a 1.1-point int8 drop on the Banking77 holdout and would fit temperatures,
-        confidences and the cascade threshold on answers the deployed student never gives new
-        requests. Used by everything that scores the val split after finalize (calibration, the
-        cascade's val scores, the fast-path choice)."""
-        deployed = self.memory
-        self.memory = self.training_memory(n_train)
-        try:
-            yield self
-        finally:
-            self.memory = deployed
+        probs = {f: mixed_probs(lg[f], q, mem[0] if mem else None, mem[1][f] if mem else None, self.knn) for f in self.vocab}
+        if self.lexical is None:
+            return probs
+        if texts is None:
+            raise ValueError("field_probs: this student mixes in a lexical model, pass the input texts")
+        lex = self.lexical.probs(texts)
+        return {f: mix(p, lex.get(f), self.lexical_weight.get(f, 0.0)) for f, p in probs.items()}
 
     def predict_scored(self, batch: list[Messages]) -> list[tuple[str, float]]:
         """predict()'s answers, each with its calibrated confidence: the product over fields of the
@@ -379,7 +367,7 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
                 conf = torch.ones(len(chunk), dtype=torch.float64)
                 best = {}
                 if self.vocab:
-                    probs = self.field_probs(lg, torch.nn.functional.normalize(z, dim=-1))
+                    probs = self.field_probs(lg, torch.nn.functional.normalize(z, dim=-1), texts=[texts[i] for i in chunk])
                     for f in self.vocab:
                         p = temper(probs[f], float(temps.get(f, 1.0)))
                         b = p.argmax(-1)

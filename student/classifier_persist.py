@@ -30,6 +30,9 @@ class PersistMixin:
             save_file({"embeddings": mem.detach().cpu().contiguous(), **{f"labels.{head_key(f)}": labels[f].cpu().contiguous() for f in self.vocab}},
                       str(path / "knn.safetensors"))
             meta["knn"] = self.knn
+        if self.lexical is not None:
+            self.lexical.save(path)
+            meta["lexical"] = {"weight": self.lexical_weight}
         if self.calibration:
             meta["calibration"] = self.calibration
         meta.update(self.structured_meta())  # set / span fields: the layout, thresholds, biases
@@ -65,5 +68,9 @@ class PersistMixin:
         if meta.get("knn"):
             mem = load_file(str(path / "knn.safetensors"))
             st.knn, st.memory = meta["knn"], (mem["embeddings"], {f: mem[f"labels.{head_key(f)}"] for f in meta["vocab"]})
+        if meta.get("lexical"):
+            from student.lexical import LexicalModel
+
+            st.lexical, st.lexical_weight = LexicalModel.load(path), meta["lexical"]["weight"]
         st.calibration = meta.get("calibration")  # absent in older saves: T = 1
         return st

@@ -8,6 +8,11 @@ the eval measures the engine the registry version is served with. `distill serve
 overrides it. With serve_engine auto, llama.cpp is chosen when it is installed and its answers
 on the validation split agree with the teacher within MAX_DROP of the HF engine's (the GGUF
 export is then kept in the student, <student>/gguf/student.gguf); otherwise hf, with the reason.
+
+Weight type (choose_weight_type, after llama.cpp is chosen): the f16 export is the reference; a
+faster type from WEIGHT_CANDIDATES replaces it only when its validation agreement with the teacher
+is within MAX_DROP of f16's (the pattern of student/fast_path.py's int8), recorded in student.json
+as "gguf_weight_type" with every type's figures.
 """
 from __future__ import annotations
 
@@ -22,6 +27,15 @@ from core.rundir import STUDENT_META
 ENGINES = ("hf", "llamacpp")
 MAX_DROP = 0.002  # as student/fast_path.py: 0.2 points of agreement
 MAX_VAL = 128  # validation examples the engines are compared on (the HF answers come from the train stage's val scores)
+# Tried fastest first; f16 is kept when none agrees as well. Measured (bench/serve_lm.py's NLU++
+# student, 60 steps, 40 holdout requests, 1 thread, load 5): with prompt-lookup decoding q4_0 ran
+# 43.3 tokens/s vs f16's 27.9-30.2 but agreed with the teacher on 5 vs 8 and with HF on 13 vs 39
+# answers (refused); q8_0 ran 26.1-26.9 (no faster: its batched verification passes cost more)
+# and its drafts changed answers, so it is not a candidate. On the 12-step student (teacher
+# agreement 6 %) q4_0 passed the agreement gate (3/32 vs 2/32) yet served answers equal to HF's on
+# 10 % of holdout requests: agreement with a weak student is too noisy a guard, so no candidate is
+# tried by default (f16 + prompt-lookup decoding is served); pass weight_candidates to try some.
+WEIGHT_CANDIDATES: tuple[str, ...] = ()
 
 
 def recorded(model_dir: str | Path) -> dict[str, Any] | None:
@@ -62,7 +76,8 @@ def _agreement(outs: list[str], targets: list[str]) -> float:
     return sum(o == t for o, t in zip(outs, targets)) / len(targets)
 
 
-def choose(model_dir: str | Path, val: list[Any], mode: str = "auto", hf_answers: list[str] | None = None) -> dict[str, Any]:
+def choose(model_dir: str | Path, val: list[Any], mode: str = "auto", hf_answers: list[str] | None = None,
+           weight_candidates: tuple[str, ...] = WEIGHT_CANDIDATES) -> dict[str, Any]:
     """The engine for a saved student: mode hf/llamacpp as asked (llamacpp: a clear error when it
     cannot be used), auto as the module docstring says. `val`: student.base.Example rows;
     `hf_answers`: the HF engine's answers to them, in order, when already generated (the train
@@ -95,21 +110,83 @@ def choose(model_dir: str | Path, val: list[Any], mode: str = "auto", hf_answers
     lc_out = lc.predict(msgs)
     a_hf, a_lc = _agreement(hf_out, targets), _agreement(lc_out, targets)
     ok = a_lc >= a_hf - MAX_DROP
-    return {
+    out = {
         "choice": "llamacpp" if ok else "hf", "gguf": str(GGUF_FILE) if ok else None,
         "agreement": {"hf": round(a_hf, 5), "llamacpp": round(a_lc, 5)}, "same_answers": round(_agreement(lc_out, hf_out), 5),
         "val_examples": len(val), "max_drop": MAX_DROP,
         "reason": (f"llama.cpp agreement {a_lc:.4f} within {MAX_DROP * 100:.1f} points of HF's {a_hf:.4f}" if ok
                    else f"llama.cpp agreement {a_lc:.4f} more than {MAX_DROP * 100:.1f} points below HF's {a_hf:.4f}"),
     }
+    if ok:
+        del lc  # one llama.cpp model in memory at a time
+        served = lc_out
+        if weight_candidates:
+            out["weight_type"] = choose_weight_type(model_dir, msgs, targets, lc_out, weight_candidates)
+            served = out["weight_type"].pop("answers")
+        out["speculative"] = check_speculative(model_dir, msgs, served)
+    return out
 
 
-def select_and_record(model_dir: str | Path, val: list[Any], mode: str = "auto", hf_answers: list[str] | None = None) -> dict[str, Any]:
+def check_speculative(model_dir: str | Path, msgs: list[Any], served: list[str]) -> dict[str, Any]:
+    """Prompt-lookup decoding is greedy decoding's answer in exact arithmetic, but llama.cpp's
+    batched pass rounds differently from a one-token pass (measured: logits within 0.05 on f16,
+    up to ~1 on q8_0/q4_0, whose 8-bit activations amplify it), so an answer can part at a near
+    tie. Kept only when every validation answer (`served`, decoded with it) equals the one-token
+    decoder's; else student.json's "llamacpp" gets max_draft 0."""
+    from student import llamacpp
+
+    meta_file = Path(model_dir) / STUDENT_META
+    meta = json.loads(meta_file.read_text())
+    settings = llamacpp.LlamaCppSettings.model_validate(meta.get("llamacpp") or {})
+    if settings.decoder != "lookup" or settings.max_draft == 0:
+        return {"kept": False, "reason": "off in the settings"}
+    plain = llamacpp.LlamaCppStudent.load(model_dir, settings=settings.model_copy(update={"max_draft": 0})).predict(msgs)
+    same = _agreement(plain, served)
+    kept = same == 1.0
+    if not kept:
+        write_json(meta_file, {**meta, "llamacpp": {**(meta.get("llamacpp") or {}), "max_draft": 0}})
+    return {"kept": kept, "same_answers": round(same, 5), "max_draft": settings.max_draft,
+            "reason": "every validation answer equals one-token greedy decoding's" if kept else
+                      f"{round((1 - same) * len(msgs))} of {len(msgs)} validation answers differ from one-token greedy decoding's: drafts off"}
+
+
+def choose_weight_type(model_dir: str | Path, msgs: list[Any], targets: list[str], ref_out: list[str],
+                       candidates: tuple[str, ...] = WEIGHT_CANDIDATES) -> dict[str, Any]:
+    """Serve the first of `candidates` whose validation agreement with the teacher is within
+    MAX_DROP of the current export's (`ref_out`: its answers to `msgs`); it then replaces
+    <student>/gguf/student.gguf and student.json's "gguf_weight_type". Refused exports are removed.
+    "answers": the served type's answers to `msgs`."""
+    from student import llamacpp
+    from student.gguf_export import GGUF_FILE, export_gguf
+
+    model_dir = Path(model_dir)
+    meta_file = model_dir / STUDENT_META
+    ref_type = json.loads(meta_file.read_text()).get("gguf_weight_type", "f16")
+    a_ref = _agreement(ref_out, targets)
+    tried: dict[str, Any] = {ref_type: {"agreement": round(a_ref, 5)}}
+    for wt in candidates:
+        f = model_dir / GGUF_FILE.with_name(f"student.{wt}.gguf")
+        export_gguf(model_dir, f, wt)
+        q_out = llamacpp.LlamaCppStudent.load(model_dir, gguf_path=f).predict(msgs)
+        a_q = _agreement(q_out, targets)
+        tried[wt] = {"agreement": round(a_q, 5), "same_answers_as_" + ref_type: round(_agreement(q_out, ref_out), 5)}
+        if a_q >= a_ref - MAX_DROP:
+            f.replace(model_dir / GGUF_FILE)
+            write_json(meta_file, {**json.loads(meta_file.read_text()), "gguf_weight_type": wt})
+            return {"choice": wt, "tried": tried, "answers": q_out,
+                    "reason": f"{wt} agreement {a_q:.4f} within {MAX_DROP * 100:.1f} points of {ref_type}'s {a_ref:.4f}"}
+        f.unlink(missing_ok=True)
+    return {"choice": ref_type, "tried": tried, "answers": ref_out,
+            "reason": f"no faster weight type agreed within {MAX_DROP * 100:.1f} points of {ref_type}'s {a_ref:.4f}"}
+
+
+def select_and_record(model_dir: str | Path, val: list[Any], mode: str = "auto", hf_answers: list[str] | None = None,
+                      weight_candidates: tuple[str, ...] = WEIGHT_CANDIDATES) -> dict[str, Any]:
     """The end-of-training step (student/train.py): choose and write it into student.json. A
     refused export is removed, so the version carries only what it serves."""
     from student.gguf_export import GGUF_FILE
 
-    choice = choose(model_dir, val, mode, hf_answers)
+    choice = choose(model_dir, val, mode, hf_answers, weight_candidates)
     if choice["choice"] != "llamacpp":
         (Path(model_dir) / GGUF_FILE).unlink(missing_ok=True)
     record(model_dir, choice)

@@ -20,7 +20,7 @@ from core.base import write_json
 from core.rundir import STUDENT_META
 
 MAX_DROP = 0.002  # 0.2 points of agreement
-PATHS = ("fp32", "int8", "onnx")  # onnx: student/onnx_path.py (ONNX Runtime), tried when int8 is refused
+PATHS = ("fp32", "int8", "onnx", "onnx_int8")  # onnx(_int8): student/onnx_path.py, onnx_quant.py, tried when int8 is refused
 
 
 def recorded(model_dir: str | Path) -> dict[str, Any] | None:
@@ -32,7 +32,7 @@ def recorded(model_dir: str | Path) -> dict[str, Any] | None:
 
 
 def served_path(model_dir: str | Path) -> str:
-    """What a server will run for this saved student: "int8" or "fp32"."""
+    """What a server will run for this saved student: one of PATHS ("fp32" when nothing is recorded)."""
     rec = recorded(model_dir)
     return rec["choice"] if rec and rec.get("choice") in PATHS else "fp32"
 
@@ -64,6 +64,11 @@ def apply(student: Any, model_dir: str | Path, choice: str | None = None) -> str
 
         use_onnx(student, model_dir)
         return "onnx"
+    if choice == "onnx_int8" and getattr(student, "kind", None) == "classifier":
+        from student.onnx_quant import use_onnx_int8
+
+        use_onnx_int8(student, model_dir)
+        return "onnx_int8"
     return "fp32"
 
 
@@ -102,10 +107,11 @@ def _rate(student: Any, messages: list[list[dict]], batch: int = 1, seconds: flo
 
 
 def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str], time_it: bool = False,
-           n_train: int | None = None) -> dict[str, Any]:
+           n_train: int | None = None, calibration: list[list[dict]] | None = None) -> dict[str, Any]:
     """Measure fp32 and int8 on (messages, targets) — the validation split, teacher answers as
-    targets — and pick int8 when its agreement is within MAX_DROP of fp32's. n_train: how many
-    kNN memory rows are training rows (the rest are the val examples themselves)."""
+    targets — and pick int8 when its agreement is within MAX_DROP of fp32's (else the ONNX paths:
+    onnx_choice.consider). n_train: how many kNN memory rows are training rows (the rest are the val
+    examples themselves). calibration: inputs for onnx_int8's activation ranges (default: messages)."""
     from student.kinds import load_student
 
     kind = json.loads((Path(model_dir) / STUDENT_META).read_text()).get("kind")
@@ -125,7 +131,7 @@ def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str]
         r8 = _rate(int8, messages) if time_it else None
         flips = _batch_flips(int8, messages)
     ok = a8 >= a32 - MAX_DROP and flips <= MAX_DROP
-    from student.onnx_path import consider
+    from student.onnx_choice import consider
 
     return consider({
         "choice": "int8" if ok else "fp32",
@@ -138,7 +144,8 @@ def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str]
                    if a8 < a32 - MAX_DROP else
                    f"int8 answers depend on the batch: {flips:.1%} of validation answers change between batch 1 and "
                    f"batched (activations are quantised per batch; a request's answer must not depend on its neighbours)"),
-    }, model_dir, messages, targets, n_train, _agreement, _rate if time_it else None, max_drop=MAX_DROP)
+    }, model_dir, messages, targets, n_train, _agreement, _rate if time_it else None, max_drop=MAX_DROP, flips=_batch_flips,
+        calibration=calibration)
 
 
 def record(model_dir: str | Path, choice: dict[str, Any]) -> None:
@@ -147,8 +154,11 @@ def record(model_dir: str | Path, choice: dict[str, Any]) -> None:
     write_json(meta_file, {**json.loads(meta_file.read_text()), "fast_path": choice})  # atomic: readers see old or new
 
 
-def select_and_record(model_dir: str | Path, val: list[Any], n_train: int | None = None) -> dict[str, Any]:
-    """The end-of-training step: choose on the validation examples (student.base.Example) and record."""
-    choice = choose(model_dir, [e.messages for e in val], [e.target for e in val], n_train=n_train)
+def select_and_record(model_dir: str | Path, val: list[Any], n_train: int | None = None, train: list[Any] | None = None) -> dict[str, Any]:
+    """The end-of-training step: choose on the validation examples (student.base.Example) and
+    record. train: calibrate onnx_int8's activation ranges on (up to 256 of) these inputs, so the
+    split that judges the path did not also shape it."""
+    choice = choose(model_dir, [e.messages for e in val], [e.target for e in val], n_train=n_train,
+                    calibration=[e.messages for e in train] if train else None)
     record(model_dir, choice)
     return choice

@@ -12,13 +12,18 @@ llama.cpp's convert_hf_to_gguf.py (in the llama-cpp-python sdist, vendor/llama.c
 <student>/merged/ directly: `python convert_hf_to_gguf.py <student>/merged --outfile
 <student>/gguf/student.gguf --outtype q8_0`.
 
-Weight types: "f16" (default), "f32", "q8_0". f16 and f32 gave HF's greedy answer token for token
-on the bundled model; q8_0 (llama.cpp then also quantises activations to 8 bits in its dot
-products) changed the first token of an untrained-model answer, so it is only an option here.
-Norms stay f32, as llama.cpp's converter keeps them.
+Weight types: "f16" (default), "f32", "q8_0" (written here with gguf's quantiser), and "q6_k",
+"q4_k_m", "q4_0" (written by llama.cpp's own llama_model_quantize from an f32 export: K-quants
+need it, and tensors whose rows are not a multiple of 256 - SmolLM2's 576-wide ones - get its
+fallback type). f16 and f32 gave HF's greedy answer token for token on the bundled model; the
+quantised types (llama.cpp then also quantises activations to 8 bits in its dot products) change
+some answers, so a type is served only when the trained student's validation agreement with it
+stays within a tolerance of f16's (student/engine.py choose_weight_type). Norms stay f32, as
+llama.cpp's converter keeps them.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 from pathlib import Path
@@ -28,7 +33,8 @@ from core.base import DistillError
 from core.rundir import STUDENT_META
 
 GGUF_FILE = Path("gguf") / "student.gguf"  # inside a saved student directory
-WEIGHT_TYPES = ("f16", "f32", "q8_0")
+WEIGHT_TYPES = ("f16", "f32", "q8_0", "q6_k", "q4_k_m", "q4_0")
+_LLAMA_QUANT = {"q6_k": 18, "q4_k_m": 15, "q4_0": 2}  # llama_ftype for llama_model_quantize
 _FTYPE = {"f32": 0, "f16": 1, "q8_0": 7}  # general.file_type (llama_ftype)
 _SKIP_KV = ("GGUF.", "general.architecture", "general.file_type", "general.quantization_version")
 
@@ -69,6 +75,13 @@ def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, weigh
     if weight_type not in WEIGHT_TYPES:
         raise DistillError(f"GGUF weight type {weight_type!r}: expected one of {', '.join(WEIGHT_TYPES)}")
     model_dir = Path(model_dir)
+    if weight_type in _LLAMA_QUANT:
+        out_file = Path(out_file) if out_file else model_dir / GGUF_FILE
+        src = export_gguf(model_dir, out_file.with_name(out_file.name + ".f32"), "f32")
+        try:
+            return quantize_gguf(src, out_file, weight_type)
+        finally:
+            src.unlink(missing_ok=True)
     meta = json.loads((model_dir / STUDENT_META).read_text())
     if meta.get("kind") != "causal_lm":
         raise DistillError(f"{model_dir}: GGUF export is for causal-LM students (this one is {meta.get('kind')!r})")
@@ -117,4 +130,23 @@ def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, weigh
     writer.write_tensors_to_file()
     writer.close()
     os.replace(tmp, out_file)  # readers never see a half-written file
+    return out_file
+
+
+def quantize_gguf(src: str | Path, out_file: str | Path, weight_type: str) -> Path:
+    """llama.cpp's quantiser (llama-cpp-python's llama_model_quantize) from an f32/f16 GGUF."""
+    try:
+        from llama_cpp import llama_cpp as C
+    except ImportError:
+        raise DistillError(f"GGUF weight type {weight_type!r} is written by llama.cpp's quantiser: llama-cpp-python is not installed") from None
+    out_file = Path(out_file)
+    tmp = out_file.with_name(out_file.name + ".tmp")
+    params = C.llama_model_quantize_default_params()
+    params.ftype = _LLAMA_QUANT[weight_type]
+    params.nthread = 1  # a one-off write; the machine's other core keeps serving/training
+    rc = C.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+    if rc != 0:
+        tmp.unlink(missing_ok=True)
+        raise DistillError(f"llama_model_quantize {src} -> {weight_type} failed (return code {rc})")
+    os.replace(tmp, out_file)
     return out_file

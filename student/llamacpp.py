@@ -16,6 +16,12 @@ path by construction where it matters:
 One llama.cpp context, one sequence at a time: the server's micro-batcher calls predict from one
 thread. Requests are decoded in turn; a shared prompt prefix is reused from the KV cache.
 
+Decoding (student/llamacpp_decode.py): grammar-first greedy picks and prompt-lookup speculative
+decoding (student/lookup_decoding.py), both giving plain greedy decoding's tokens; settings in
+student.json "llamacpp" (LlamaCppSettings), weight type in "gguf_weight_type" (student/engine.py
+chooses it on validation agreement). decoder="generate" is llama-cpp-python's own loop, kept as
+the reference the tests and bench/serve_lm.py compare against.
+
 Engine choice: student.json "serve_engine" (written by student/engine.py's select_and_record when
 the export kept the HF answers on validation) or `distill serve --engine`.
 """
@@ -27,14 +33,32 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from core.base import DistillError
+from pydantic import Field
+
+from core.base import DistillError, StrictModel
 from core.rundir import STUDENT_META
 from student.base import Messages
 
 INSTALL_HINT = ("llama-cpp-python is not installed: `bash scripts/install.sh` builds it (a 5-15 minute compile on 2 cores), "
                 "or `pip install --no-deps llama-cpp-python==0.3.36 diskcache==5.6.3`")
+
+
+class LlamaCppSettings(StrictModel):
+    """How the llama.cpp engine decodes (student.json "llamacpp"; absent = these defaults).
+
+    Defaults measured with bench/serve_lm.py's 60-step NLU++ student, f16, 40 holdout requests in
+    process, 1 thread, load average ~5 on the 2 shared cores (mean / p50 / p95 ms per request):
+    generate (before) 1803 / 1651 / 3633; grammar-first, no drafts 1268 / 1230 / 2178; drafts of
+    at most 3 924 / 884 / 1493, 6 851 / 759 / 1580, 10 976 / 854 / 1853 - every one of them the
+    same 40 answers. A guess costs ~1/5 of a one-token pass, so longer drafts stop paying off."""
+
+    decoder: Literal["lookup", "generate"] = Field("lookup", description="lookup = student/llamacpp_decode.py (grammar-first greedy, prompt-lookup drafts when max_draft > 0); generate = llama-cpp-python's Llama.generate loop (the pre-#14 path: the reference the new one is checked against).")
+    max_draft: int = Field(6, ge=0, le=32, description="Most prompt-lookup guesses checked per forward pass (0 = no speculative decoding).")
+    max_ngram: int = Field(3, ge=1, le=8, description="Longest n-gram matched to find a guess (longest first).")
+    history: int = Field(64, ge=0, description="Served answers kept as a lookup corpus beside the schema exemplar.")
+    flash_attn: bool = Field(False, description="llama.cpp flash attention (measured no faster for these short contexts).")
 
 
 def available() -> bool:
@@ -76,17 +100,22 @@ class LlamaCppStudent:
     kind = "causal_lm"
     engine = "llamacpp"
 
-    def __init__(self, llm: Any, tokenizer: Any, meta: dict, gguf_path: Path):
+    def __init__(self, llm: Any, tokenizer: Any, meta: dict, gguf_path: Path, settings: LlamaCppSettings | None = None):
         from student.lm_data import ChatFormat
 
         self.llm, self.tok, self.meta, self.gguf_path = llm, tokenizer, meta, gguf_path
+        self.settings = settings or LlamaCppSettings.model_validate(meta.get("llamacpp") or {})
         self.fmt = ChatFormat(meta["eot_id"], meta["eot_text"])
-        self._grammar = self._build_grammar()
-        self.tokens_generated = 0
+        self.separators = tuple(meta.get("json_separators") or (", ", ": "))
+        self._gbnf = self._grammar_text()
+        self._decoder = self._make_decoder() if self.settings.decoder == "lookup" else None
+        # counters read by bench/serve_lm.py and the engine choice
+        self.tokens_generated = self.forward_passes = self.drafted = self.accepted = 0
         self.decode_s = 0.0
 
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None, gguf_path: str | Path | None = None) -> "LlamaCppStudent":
+    def load(cls, path: str | Path, threads: int | None = None, gguf_path: str | Path | None = None,
+             settings: LlamaCppSettings | None = None) -> "LlamaCppStudent":
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -99,30 +128,48 @@ class LlamaCppStudent:
             raise DistillError(f"{path}: the llama.cpp engine serves causal-LM students (this one is {meta.get('kind')!r})")
         if meta.get("tool_format"):
             raise DistillError(f"{path}: a student trained with tools is served by the hf engine (tool-call rendering is HF-only)")
+        try:
+            settings = settings or LlamaCppSettings.model_validate(meta.get("llamacpp") or {})
+        except ValueError as e:
+            raise DistillError(f"{path / STUDENT_META}: \"llamacpp\" settings: {e}") from None
         gguf = Path(gguf_path) if gguf_path else _gguf_for(path, meta)
         if threads is None:
             from student.threads import auto_threads
 
             threads = auto_threads()
-        n_ctx = int(meta.get("max_seq_length", 256)) + int(meta.get("max_new_tokens", 128)) + 8
+        n_ctx = int(meta.get("max_seq_length", 256)) + int(meta.get("max_new_tokens", 128)) + settings.max_draft + 8
         llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_threads=threads, n_threads_batch=threads,
-                    logits_all=False, verbose=False)
-        return cls(llm, AutoTokenizer.from_pretrained(path / "merged"), meta, gguf)
+                    logits_all=False, flash_attn=settings.flash_attn, verbose=False)
+        return cls(llm, AutoTokenizer.from_pretrained(path / "merged"), meta, gguf, settings)
 
     def save(self, path: str | Path) -> None:
         raise DistillError("a llama.cpp-served student is saved from its HF form (student/causal_lm.py), not from the engine")
 
     # ------------------------------------------------------------------ decoding
-    def _build_grammar(self) -> Any:
+    def _grammar_text(self) -> str | None:
         m = self.meta
         if m.get("constrained_decoding") != "on" or not m.get("output_schema"):
             return None
         from llama_cpp import LlamaGrammar
 
         try:
-            return LlamaGrammar.from_string(schema_gbnf(m["output_schema"], tuple(m.get("json_separators") or (", ", ": "))), verbose=False)
+            g = schema_gbnf(m["output_schema"], self.separators)
+            LlamaGrammar.from_string(g, verbose=False)  # parsed once here: a bad schema fails at load, not per request
+            return g
         except Exception as e:  # the converter raises plain exceptions on keywords it lacks
             raise DistillError(f"output schema is not usable as a llama.cpp grammar: {e}") from None
+
+    def _make_decoder(self) -> Any:
+        from student.llamacpp_decode import GreedyDecoder
+        from student.lookup_decoding import NgramDrafter, schema_exemplar
+
+        st, drafter = self.settings, None
+        if st.max_draft > 0:
+            corpus = []
+            if self.meta.get("output_schema"):
+                corpus.append(self.tok(schema_exemplar(self.meta["output_schema"], self.separators), add_special_tokens=False)["input_ids"])
+            drafter = NgramDrafter(corpus, st.max_ngram, st.history)
+        return GreedyDecoder(self.llm, self._gbnf, self.fmt.eot_id, drafter, st.max_draft)
 
     def _prompt_ids(self, messages: Messages) -> list[int]:
         from student.lm_data import bake_messages, render_prompt
@@ -131,22 +178,17 @@ class LlamaCppStudent:
         ids = self.tok(render_prompt(self.tok, conv), add_special_tokens=False)["input_ids"]
         return ids[-int(self.meta.get("max_seq_length", 256)):]
 
-    def _one(self, messages: Messages) -> tuple[str, dict]:
+    def _generate(self, prompt: list[int]) -> tuple[list[int], list[float]]:
+        """llama-cpp-python's own loop (settings.decoder == "generate"): the pre-#14 path."""
         import numpy as np
+        from llama_cpp import LlamaGrammar
         from llama_cpp import llama_cpp as C
 
-        llm, eot = self.llm, self.fmt.eot_id
-        n_vocab = llm.n_vocab()
+        llm, eot, n_vocab = self.llm, self.fmt.eot_id, self.llm.n_vocab()
+        grammar = LlamaGrammar.from_string(self._gbnf, verbose=False) if self._gbnf else None
         new: list[int] = []
         lps: list[float] = []
-        if self._grammar is not None:  # the grammar sampler keeps state: a fresh copy per answer
-            from llama_cpp import LlamaGrammar
-
-            grammar = LlamaGrammar.from_string(self._grammar._grammar, verbose=False)
-        else:
-            grammar = None
-        t0 = time.perf_counter()
-        for tok in llm.generate(self._prompt_ids(messages), temp=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar):
+        for tok in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0, grammar=grammar):
             # the logits this token was chosen from (the model's own, before the grammar)
             row = np.ctypeslib.as_array(C.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
             mx = float(row.max())
@@ -156,13 +198,31 @@ class LlamaCppStudent:
             new.append(tok)
             if len(new) >= int(self.meta.get("max_new_tokens", 128)):
                 break
+        self.forward_passes += len(lps)
+        return new, lps
+
+    def decode_ids(self, prompt: list[int]) -> tuple[list[int], list[float]]:
+        """(answer token ids, their log-probs) for prompt ids, by the configured decoder."""
+        t0 = time.perf_counter()
+        if self._decoder is None:
+            new, lps = self._generate(prompt)
+        else:
+            d = self._decoder.run(prompt, int(self.meta.get("max_new_tokens", 128)))
+            new, lps = d.tokens, d.logprobs
+            self.forward_passes += d.forward_passes
+            self.drafted += d.drafted
+            self.accepted += d.accepted
         self.decode_s += time.perf_counter() - t0
         self.tokens_generated += len(lps)
+        return new, lps
+
+    def _one(self, messages: Messages) -> tuple[str, dict]:
+        new, lps = self.decode_ids(self._prompt_ids(messages))
         text = self.tok.decode(new, skip_special_tokens=True)
-        if grammar is not None:
+        if self._gbnf is not None:
             from student.constrained import unique_items
 
-            text = unique_items(text, self.meta["output_schema"], tuple(self.meta.get("json_separators") or (", ", ": ")))
+            text = unique_items(text, self.meta["output_schema"], self.separators)
         score = {"mean": sum(lps) / len(lps), "min": min(lps), "sum": sum(lps), "tokens": len(lps)} if lps else \
             {"mean": 0.0, "min": 0.0, "sum": 0.0, "tokens": 0}
         return text, score

@@ -7,8 +7,9 @@ only when its validation agreement is within `max_drop` (fast_path.MAX_DROP) of 
 saved student (`onnx/encoder.onnx`, written by the choice at the end of training, so servers load
 it without exporting); a student without one is exported into a temporary directory on load.
 
-Order of preference (fast_path.choose): int8, then onnx, then fp32 - the first within max_drop is
-served. On MiniLM-L6 (2 busy cores) torch int8 ran a batch of 32 in about half ORT fp32's time, ORT
+Order of preference (fast_path.choose, student/onnx_choice.py): int8, then onnx_int8 (static int8 ONNX, student/onnx_quant.py),
+then onnx, then fp32 - the first within max_drop (and, for the int8 paths, with answers that do not
+depend on the batch) is served. On MiniLM-L6 (2 busy cores) torch int8 ran a batch of 32 in about half ORT fp32's time, ORT
 fp32 in about 0.6x torch fp32's; ORT is tried only when int8 changes the answers too much, since it
 keeps fp32's numbers (Banking77: int8 dropped 1.1 points). bench/serve_classifier.py measures all three.
 
@@ -34,6 +35,27 @@ def available() -> bool:
     return True
 
 
+RUN_COST_TOKENS = 48  # one extra Session.run costs about as much as this many padded tokens (MiniLM-L6, 2 cores)
+
+
+def length_groups(lens: list[int], run_cost: int = RUN_COST_TOKENS) -> list[list[int]]:
+    """Row indices split into groups of similar length, minimising padded tokens (each group padded
+    to its longest row) plus `run_cost` per group: exact DP over the rows sorted by length."""
+    order = sorted(range(len(lens)), key=lambda i: lens[i])
+    n = len(order)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):  # best[j]: cheapest split of the j shortest rows; group (i, j] padded to row j-1
+        for i in range(j):
+            c = best[i] + lens[order[j - 1]] * (j - i) + run_cost
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
 class OrtEncoder:
     """Stands in for the HF encoder in ClassifierStudent.token_states: called with input_ids and
     attention_mask (torch), returns an object whose last_hidden_state is a torch tensor."""
@@ -53,9 +75,26 @@ class OrtEncoder:
         self._torch = torch
 
     def __call__(self, input_ids: Any, attention_mask: Any) -> Any:
-        out = self.session.run(["last_hidden_state"], {"input_ids": input_ids.cpu().numpy().astype("int64"),
-                                                       "attention_mask": attention_mask.cpu().numpy().astype("int64")})[0]
+        import numpy as np
+
+        ids = input_ids.cpu().numpy().astype("int64")
+        mask = attention_mask.cpu().numpy().astype("int64")
+        lens = mask.sum(1)
+        groups = length_groups(lens.tolist())
+        if len(groups) == 1:
+            out = self._run(ids, mask)
+        else:  # each group cut to its own longest row: the server's batch is padded to its longest request
+            out = None
+            for rows in groups:
+                n = int(lens[rows].max())
+                part = self._run(ids[rows, :n], mask[rows, :n])
+                if out is None:
+                    out = np.zeros((ids.shape[0], ids.shape[1], part.shape[-1]), dtype=part.dtype)
+                out[rows, :n] = part  # positions past a row's length stay 0: masked out of pooling, as padding is
         return SimpleNamespace(last_hidden_state=self._torch.from_numpy(out))
+
+    def _run(self, ids: Any, mask: Any) -> Any:
+        return self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0]
 
     # what ClassifierStudent calls on its encoder outside the forward
     def train(self, mode: bool = True) -> "OrtEncoder":
@@ -114,36 +153,6 @@ def use_onnx(student: Any, model_dir: str | Path | None = None, threads: int | N
         path = export(student, Path(tempfile.mkdtemp(prefix="distill-onnx-")) / "encoder.onnx")
     student.encoder = OrtEncoder(path, threads)
     return student
-
-
-def consider(choice: dict[str, Any], model_dir: str | Path, messages: list[list[dict]], targets: list[str],
-             n_train: int | None, agreement: Any, rate: Any = None, max_drop: float = 0.002) -> dict[str, Any]:
-    """fast_path.choose's result, with the ONNX path tried when int8 was refused: served when its
-    validation agreement is within `max_drop` (fast_path.MAX_DROP) of fp32's (the export is then kept in the
-    saved student). `agreement(student, messages, targets)` and `rate(student, messages)` are
-    fast_path's, so all paths are scored alike."""
-    from student.kinds import load_student
-
-    acc = choice.get("agreement") or {}
-    if choice.get("choice") != "fp32" or "fp32" not in acc or not available():
-        return choice
-    out_file = Path(model_dir) / ONNX_FILE
-    st = load_student(model_dir)
-    export(st, out_file)
-    st.encoder = OrtEncoder(out_file)
-    with st.against_training_rows(n_train):
-        a = agreement(st, messages, targets)
-        r = rate(st, messages) if rate is not None else None
-    ok = a >= acc["fp32"] - max_drop
-    if not ok:
-        out_file.unlink()
-    out = {**choice, "agreement": {**acc, "onnx": round(a, 5)}}
-    if r is not None and "rate_c1_per_s" in choice:
-        out["rate_c1_per_s"] = {**choice["rate_c1_per_s"], "onnx": round(r, 1)}
-    verdict = (f"onnx agreement {a:.4f} within {max_drop * 100:.1f} points of fp32's {acc['fp32']:.4f}" if ok
-               else f"onnx agreement {a:.4f} more than {max_drop * 100:.1f} points below fp32's {acc['fp32']:.4f}")
-    out["choice"], out["reason"] = ("onnx" if ok else "fp32"), f"{choice.get('reason')}; {verdict}"
-    return out
 
 
 def export_saved(model_dir: str | Path) -> Path:

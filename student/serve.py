@@ -285,7 +285,7 @@ class StudentServer:
         self.engine = engine  # "hf" | "llamacpp"; None = the engine recorded in student.json (student/engine.py)
         self.num_threads = num_threads  # torch threads; None = auto (idle cores, see student.threads.auto_threads)
         self.fast_path = fast_path  # "fp32" | "int8"; None = the choice recorded in student.json (student/fast_path.py)
-        self.served: str | None = None  # what start() loaded: "fp32", "int8", "onnx" (hf engine) or "llamacpp"
+        self.served: str | None = None  # what start() loaded: "fp32", "int8", "onnx", "onnx_int8" (hf engine) or "llamacpp"
         self.student: Student | None = None
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-name", default="student")
     p.add_argument("--threads", type=int, help="torch threads (default: idle cores)")
-    p.add_argument("--fast-path", choices=["fp32", "int8", "onnx"], help="override the classifier path recorded in student.json")
+    p.add_argument("--fast-path", choices=["fp32", "int8", "onnx", "onnx_int8"], help="override the classifier path recorded in student.json")
     p.add_argument("--engine", choices=["hf", "llamacpp"], help="override the serving engine recorded in student.json")
     args = p.parse_args(argv)
     for k, v in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():

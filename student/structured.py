@@ -31,6 +31,7 @@ class StructuredMixin:
         self.set_index = {f: {lab: i for i, lab in enumerate(labs)} for f, labs in self.sets.items()}
         self.set_thresholds: dict[str, list[float]] = {}  # tuned in finalize(); 0.5 until then
         self.span_bias: float | None = None  # the tagger's O-logit bias, tuned in finalize()
+        self.span_i_bias = 0.0  # the tagger's I-logit bias (spans go on), tuned with span_bias in finalize()
         self.span_weight = 1.0  # the tag loss's weight beside the set fields' (3 did worse on an NLU++ dev fold: slot F1 .64 -> .60)
         self.span_whole_words = False  # widen decoded spans to whole words: set in finalize() when no teacher span cuts a word
         self.structured_calibration: dict[str, Any] | None = None  # set / span temperatures, fitted in finalize()
@@ -133,7 +134,7 @@ class StructuredMixin:
             from student.span import decode, gold_spans
 
             logits, mask = lg[SPANS]
-            pred, _ = decode(logits, mask, self.span_bias or 0.0)
+            pred, _ = decode(logits, mask, self.span_bias or 0.0, i_bias=self.span_i_bias)
             gold = gold_spans(targets[SPANS], mask, len(self.spans))
             hit = torch.tensor([g is None or p == g for p, g in zip(pred, gold)], device=logits.device)
             ok = hit if ok is None else ok & hit
@@ -153,7 +154,7 @@ class StructuredMixin:
         if self.spans:
             from student.span import decode
 
-            spans, q[SPANS] = decode(*lg[SPANS], self.span_bias or 0.0)
+            spans, q[SPANS] = decode(*lg[SPANS], self.span_bias or 0.0, i_bias=self.span_i_bias)
             q[SPANS] = q[SPANS].double()  # the whole BIO tag sequence right
         return on, q, spans
 
@@ -234,7 +235,7 @@ class StructuredMixin:
 
         from student.calibration import fit_temperature
         from student.labelset import tune_thresholds
-        from student.span import gold_spans, tune_o_bias
+        from student.span import gold_spans, tune_biases
 
         torch = self._torch
         ids, _ = self._tensors(val)
@@ -251,7 +252,8 @@ class StructuredMixin:
                 self.set_thresholds[f] = tune_thresholds(logits.sigmoid(), y)
         if self.spans:
             self.span_whole_words = self.span_alignment["cuts_a_word"] == 0
-            self.span_bias = tune_o_bias([(lg[SPANS][0].float().cpu(), lg[SPANS][1].cpu(), t[SPANS].cpu()) for lg, t in batches], len(self.spans))
+            self.span_bias, self.span_i_bias = tune_biases([(lg[SPANS][0].float().cpu(), lg[SPANS][1].cpu(), t[SPANS].cpu()) for lg, t in batches],
+                                                           len(self.spans))
         qs: dict[str, list[float]] = {}
         right: dict[str, list[bool]] = {}
         for lg, t in batches:
@@ -271,7 +273,7 @@ class StructuredMixin:
                "field_val_accuracy": {key: round(sum(v) / len(v), 4) for key, v in right.items()}}
         cal.update(self._confidence_ece(val, cal))
         self.structured_calibration = cal
-        return {"set_thresholds": self.set_thresholds, "span_o_bias": self.span_bias, "span_whole_words": self.span_whole_words,
+        return {"set_thresholds": self.set_thresholds, "span_o_bias": self.span_bias, "span_i_bias": self.span_i_bias, "span_whole_words": self.span_whole_words,
                 "calibration": cal, "span_alignment": dict(self.span_alignment), **self.eval_loss(val)}
 
     def _confidence_ece(self, val: list[Example], cal: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +291,7 @@ class StructuredMixin:
     def structured_meta(self) -> dict[str, Any]:
         if self.layout is None:
             return {}
-        return {"layout": self.layout.to_dict(), "set_thresholds": self.set_thresholds, "span_o_bias": self.span_bias,
+        return {"layout": self.layout.to_dict(), "set_thresholds": self.set_thresholds, "span_o_bias": self.span_bias, "span_i_bias": self.span_i_bias,
                 "structured_calibration": self.structured_calibration, "span_head": "bio_tags",
                 "span_whole_words": self.span_whole_words}
 
@@ -299,4 +301,5 @@ class StructuredMixin:
         if self.spans and meta.get("span_head") != "bio_tags":
             raise ValueError("this student's span fields use start/end pointers (saved before BIO tagging): retrain it")
         self.span_bias = meta.get("span_o_bias")
+        self.span_i_bias = float(meta.get("span_i_bias") or 0.0)  # absent in students saved before the I bias: none
         self.span_whole_words = bool(meta.get("span_whole_words"))

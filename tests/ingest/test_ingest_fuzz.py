@@ -143,3 +143,17 @@ def test_fuzzed_logs_never_crash_and_every_line_is_accounted_for(capsys):
         print(f"\ningest fuzz: {tried['inputs']} inputs tried ({tried['read_ok']} read, {tried['clear_error']} cut-off gzip "
               f"refused clearly); {tried['lines']} lines: {tried['kept']} kept, {tried['quarantined']} quarantined")
     assert tried["inputs"] >= EXAMPLES // 2 and tried["kept"] > 0 and tried["quarantined"] > 0
+
+
+def test_a_utf16_bom_split_across_gzip_members_is_still_a_bom(tmp_path):
+    """The fuzz test's find: a .gz whose first member holds one byte of the BOM (peek() saw one
+    byte and the file was read as UTF-8: one garbage line)."""
+    for lines in ([], [_POOL[0]]):
+        data, n = _encode(lines, "utf-16", trailing_newline=False)
+        log = tmp_path / f"log{len(lines)}.jsonl.gz"
+        log.write_bytes(_gzip_members(data, [1]))
+        (tmp_path / f"r{len(lines)}").mkdir()
+        runner = Runner(tmp_path / f"r{len(lines)}")
+        c = runner.run(runner.cfg(log, holdout_fraction=0.2))
+        assert_balanced(c)
+        assert c["read"] + c["blank_lines"] == n and c["quarantined"] == 0, c

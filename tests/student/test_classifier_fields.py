@@ -18,6 +18,7 @@ from student.base import Example  # noqa: E402
 from student.config import AutoStudentConfig  # noqa: E402
 from student.fields import Layout, align_span  # noqa: E402
 from student.models import make_tiny_encoder  # noqa: E402
+from student.span import BIAS_GRID, I_BIAS_GRID  # noqa: E402
 from student.train import choose_kind, kind_decision, run_train  # noqa: E402
 
 INTENTS = {"transfer": ["send", "transfer"], "card": ["card"], "cancel": ["cancel", "stop"], "balance": ["balance"]}
@@ -151,6 +152,9 @@ def test_set_and_span_fields_learn_save_load_and_never_invent_text(tmp_path, tin
             assert v and v in msgs[0]["content"], (v, msgs)
     meta = json.loads((rd.path / "train" / "model" / "student.json").read_text())
     assert meta["kind"] == "classifier" and meta["layout"] and set(meta["set_thresholds"]) == {"intents"}
+    # The tagger's O and I biases are tuned on validation, saved and loaded back.
+    assert meta["span_o_bias"] in BIAS_GRID and meta["span_i_bias"] in I_BIAS_GRID
+    assert (st.span_bias, st.span_i_bias) == (meta["span_o_bias"], meta["span_i_bias"])
     # Set and span confidences are calibrated per field on the validation split, ECE before/after recorded.
     cal = meta["structured_calibration"]
     assert set(cal["temperature"]) == {"intents", "__spans__"} and cal["fitted_on"] == "validation"

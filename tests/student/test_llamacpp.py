@@ -149,3 +149,82 @@ def test_engine_falls_back_to_hf_without_llama_cpp(saved, tmp_path, monkeypatch)
     with pytest.raises(DistillError, match="llama-cpp-python is not installed"):
         engine.choose(d, [], "llamacpp")
     assert engine.choose(d, [], "hf")["choice"] == "hf"
+
+
+COPY = ["Repeat exactly: my card 4242 was charged 19.99 euros at Tesco on 3 May",
+        "Say back the words: blue green red blue green red blue green red"]
+
+
+class _Oracle:
+    """A drafter that knows the answer and guesses wrong on purpose every third token: rounds
+    with all guesses kept, rounds cut short, and the cache rolled back, in one answer."""
+
+    def __init__(self, answers: dict[tuple, list[int]]):
+        self.answers = answers
+
+    def draft(self, context: list[int], k: int) -> list[int]:
+        for prompt, ans in self.answers.items():
+            if tuple(context[:len(prompt)]) == prompt:
+                done = len(context) - len(prompt)
+                guess = list(ans[done:done + k])
+                return [g if (done + i) % 3 else g + 1 for i, g in enumerate(guess)]
+        return []
+
+    def remember(self, answer: list[int]) -> None:
+        pass
+
+
+@pytest.mark.parametrize("which", ["free", "saved"])
+def test_lookup_decoding_returns_plain_greedy_tokens(which, request):
+    """The served decoder (grammar-first greedy picks, prompt-lookup speculative decoding) gives
+    llama-cpp-python's own greedy generate loop's tokens exactly, with and without the schema
+    grammar: with lookup drafts (the copy prompts make them land), with drafts wrong every third
+    token, and for a repeated prompt (served from the cached prefix)."""
+    pytest.importorskip("llama_cpp")
+    import numpy as np
+
+    from student.llamacpp import LlamaCppSettings, LlamaCppStudent
+
+    d, _ = request.getfixturevalue(which)
+    ref = LlamaCppStudent.load(d, threads=1, settings=LlamaCppSettings(decoder="generate"))
+    prompts = [ref._prompt_ids(_msgs(t)) for t in PROMPTS + COPY]
+    prompts.append(prompts[0])
+    want = [ref.decode_ids(p) for p in prompts]
+    assert ref._gbnf is None if which == "free" else ref._gbnf
+    del ref
+    for settings in (LlamaCppSettings(max_draft=0), LlamaCppSettings(max_draft=8)):
+        lc = LlamaCppStudent.load(d, threads=1, settings=settings)
+        got = [lc.decode_ids(p) for p in prompts]
+        assert [g for g, _ in got] == [w for w, _ in want]
+        for (_, a), (_, b) in zip(got, want):  # confidences from logits of batched passes: equal to rounding
+            assert np.allclose(a, b, atol=0.02)
+    assert lc.drafted > 0 and 0 < lc.accepted <= lc.drafted and lc.forward_passes < lc.tokens_generated
+    lc._decoder.drafter = _Oracle({tuple(p): w for p, (w, _) in zip(prompts, want)})
+    lc.drafted = lc.accepted = 0
+    assert [lc.decode_ids(p)[0] for p in prompts] == [w for w, _ in want]
+    assert 0 < lc.accepted < lc.drafted  # some guesses kept, every third one refused
+
+
+def test_weight_type_choice_refuses_a_type_whose_agreement_drops(free, tmp_path):
+    """choose_weight_type serves a type only when its validation agreement stays within MAX_DROP
+    of the current export's: here the targets are the f16 answers, so f32 (the same answers) is
+    kept and q4_0 (which changes answers of this untrained model) is refused and removed."""
+    pytest.importorskip("llama_cpp")
+    import shutil
+
+    from student import engine
+    from student.llamacpp import LlamaCppStudent
+
+    d = tmp_path / "m"
+    shutil.copytree(free[0], d)
+    msgs = [_msgs(t) for t in PROMPTS + COPY]
+    f16 = LlamaCppStudent.load(d, threads=1).predict(msgs)
+    before = (d / "gguf" / "student.gguf").read_bytes()
+    refused = engine.choose_weight_type(d, msgs, f16, f16, ("q4_0",))
+    assert refused["choice"] == "f16" and refused["tried"]["q4_0"]["agreement"] < 1.0 - engine.MAX_DROP, refused
+    assert (d / "gguf" / "student.gguf").read_bytes() == before and sorted(p.name for p in (d / "gguf").iterdir()) == ["student.gguf"]
+    assert "gguf_weight_type" not in json.loads((d / "student.json").read_text())
+    kept = engine.choose_weight_type(d, msgs, f16, f16, ("q4_0", "f32"))
+    assert kept["choice"] == "f32" and kept["tried"]["f32"]["agreement"] == 1.0, kept
+    assert json.loads((d / "student.json").read_text())["gguf_weight_type"] == "f32"
+    assert LlamaCppStudent.load(d, threads=1).predict(msgs) == f16

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from student.labelset import fit_multilabel  # noqa: E402
 from student.span import (IGNORE, decode, fit_span_probe, gold_spans, make_span_head, span_loss, span_text, spans_of,  # noqa: E402
-                          tags_of, tags_tensor, tune_o_bias)
+                          tags_of, tags_tensor, tune_biases, tune_o_bias, O_WEIGHT)
 
 # "[CLS] pay bob next week [SEP]": token offsets as a fast tokenizer gives them
 TEXT = "pay bob next week"
@@ -99,3 +99,50 @@ def test_viterbi_keeps_one_span_one_type():
     lg[0, 3, 4], lg[0, 3, 2], lg[0, 3, 0] = 3.0, 2.5, 0.0  # I-field1 slightly above I-field0 on "31"
     spans, _ = decode(lg, ok)
     assert spans == [[(2, 3), None]] and span_text(text, offsets, 2, 3) == "Dec 31"
+
+
+def test_i_bias_tunes_on_validation_when_the_tagger_ends_spans_early():
+    # "next week" is gold; the tagger opens the span on "next" but leans O on "week" (by 2 nats),
+    # as the NLU++ tagger did on a slot's last words: an I bias, tuned on validation, finishes it.
+    tags = torch.tensor([tags_of([(3, 4)], OK)] * 4)
+    ok = tags != IGNORE
+    lg = torch.full((4, 6, 3), -4.0)
+    lg[:, :, 0] = 3.0
+    lg[:, 3, 1], lg[:, 3, 0] = 4.0, 0.0  # B-date on "next"
+    lg[:, 4, 2], lg[:, 4, 0] = 1.0, 3.0  # I-date under O on "week"
+    assert decode(lg, ok)[0][0] == [(3, 3)]  # untuned: "next" alone
+    o_bias, i_bias = tune_biases([(lg, ok, tags)], 1)
+    assert i_bias > 0.0  # (the smallest |biases| that get it right)
+    assert decode(lg, ok, o_bias, i_bias=i_bias)[0][0] == [(3, 4)]
+    assert tune_o_bias([(lg, ok, tags)], 1) == 0.0  # the O bias alone cannot lengthen it without inventing spans
+
+
+def test_o_weight_scales_only_the_o_tokens_loss():
+    g = torch.Generator().manual_seed(2)
+    lg = torch.randn(2, 6, 3, generator=g)
+    tags = torch.tensor([tags_of([(3, 4)], OK), tags_of([None], OK)])
+    full, no_o = span_loss(lg, tags, o_weight=1.0), span_loss(lg, tags, o_weight=0.0)
+    slot_only = torch.where(tags > 0, tags, IGNORE)  # the B-/I- tokens alone
+    assert torch.isclose(no_o, span_loss(lg, slot_only))
+    o_only = torch.where(tags == 0, tags, IGNORE)
+    assert torch.isclose(span_loss(lg, tags, o_weight=0.25), no_o + 0.25 * span_loss(lg, o_only, o_weight=1.0))
+    assert torch.isclose(full, no_o + span_loss(lg, o_only, o_weight=1.0))
+    assert torch.isclose(span_loss(lg, tags), span_loss(lg, tags, o_weight=O_WEIGHT)) and O_WEIGHT == 0.25  # the default (README)
+
+
+def test_span_error_breakdown_types_and_counts_add_up():
+    from bench.span_errors import breakdown
+
+    text = "from the 21st of May to the 3rd, pay bob at 5 pm"
+    gold = {"date_from": "21st of May", "date_to": "3rd", "person_name": "bob", "time": "5 pm"}
+    pred = {"date_from": "May", "date": "3rd", "time": "5 pm", "amount_of_money": "pay"}
+    b = breakdown([(text, pred, gold), ("hi", {}, {})])
+    assert b["errors"] == {"boundary_short": 1, "wrong_name": 1, "missed": 1, "correct": 1, "extra": 1}
+    assert b["confusions"] == {"date_to->date": 1}
+    assert b["correct"] + b["gold_errors"] == b["gold"] == 4 and b["predicted"] == 4
+    import json
+
+    from eval.metrics import span_field_metrics
+
+    as_json = [json.dumps({"slots": pred}), json.dumps({"slots": {}})], [json.dumps({"slots": gold}), json.dumps({"slots": {}})]
+    assert b["micro_f1"] == round(span_field_metrics(*as_json, "slots")["micro_f1"], 4) == 0.25  # the eval's own metric
