@@ -12,10 +12,6 @@ import pytest
 pytest.importorskip("torch")
 openai = pytest.importorskip("openai")
 
-from student.base import Example  # noqa: E402
-from student.classifier import ClassifierStudent  # noqa: E402
-from student.config import ClassifierStudentConfig  # noqa: E402
-from student.models import make_tiny_encoder  # noqa: E402
 from student.serve import StudentServer  # noqa: E402
 
 LABELS = {"refund": "i want my money back", "card": "where is my new card", "pin": "my pin is blocked"}
@@ -23,17 +19,13 @@ KEY = "sk-test-123"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A saved student whose linear-probe heads already separate the three phrases."""
-    tmp = tmp_path_factory.mktemp("serve")
-    enc = make_tiny_encoder(tmp / "enc", list(LABELS.values()))
-    ex = [Example(f"{k}{i}", [{"role": "user", "content": t}], json.dumps({"intent": k})) for i in range(4) for k, t in LABELS.items()]
-    cfg = ClassifierStudentConfig(base_model=str(enc), train_layers=1, lora={"r": 2, "alpha": 4, "dropout": 0.0})
-    st = ClassifierStudent.create(cfg, ex)
-    st.warm_start(ex)
-    assert st.predict([e.messages for e in ex]) == [e.target for e in ex]
-    st.save(tmp / "model")
-    return tmp / "model"
+def model_dir(saved) -> Path:
+    """A saved student whose linear-probe heads already separate the three phrases (conftest's)."""
+    from student.kinds import load_student
+
+    path, ex = saved
+    assert load_student(path).predict([e.messages for e in ex]) == [e.target for e in ex]
+    return path
 
 
 @pytest.fixture(scope="module")
