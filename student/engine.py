@@ -167,7 +167,7 @@ def choose_weight_type(model_dir: str | Path, msgs: list[Any], targets: list[str
     for wt in candidates:
         f = model_dir / GGUF_FILE.with_name(f"student.{wt}.gguf")
         export_gguf(model_dir, f, wt)
-        q_out = llamacpp.LlamaCppStudent.load(model_dir, gguf_path=f).predict(msgs)
+        q_out = llamacpp.LlamaCppStudent.load(model_dir, gguf_path=f, weight_type=wt).predict(msgs)
         a_q = _agreement(q_out, targets)
         tried[wt] = {"agreement": round(a_q, 5), "same_answers_as_" + ref_type: round(_agreement(q_out, ref_out), 5)}
         if a_q >= a_ref - MAX_DROP:

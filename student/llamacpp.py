@@ -32,6 +32,7 @@ import math
 import re
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,6 +84,39 @@ def _gguf_for(model_dir: Path, meta: dict) -> Path:
         return export_gguf(model_dir, Path(tempfile.mkdtemp(prefix="distill-gguf-")) / "student.gguf", meta.get("gguf_weight_type", "f16"))
 
 
+def _cpu_has_amx() -> bool:
+    """Intel AMX (Sapphire Rapids and later). llama.cpp built with -march=native on such a CPU puts
+    the weights in its AMX buffer type ("extra buffer types"): for f16 that works (and is what the
+    served figures measured), for q4_0 llama_decode segfaulted on this project's CI machine
+    (llama-cpp-python 0.3.36; tests/student/test_llamacpp.py's weight-type test), while the same
+    q4_0 file decodes with extra buffer types off. So quantised types load without them there."""
+    try:
+        return " amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@contextmanager
+def _model_params(use_extra_bufts: bool):
+    """Llama() takes no use_extra_bufts: its __init__ starts from llama_model_default_params(),
+    so that function is wrapped for the one load. Off, it also drops the CPU repack of quantised
+    weights (a speed-up for q4_0 on AVX2), which only the non-default weight types use."""
+    from llama_cpp import llama_cpp as C
+
+    default = C.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = use_extra_bufts
+        return p
+
+    C.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        C.llama_model_default_params = default
+
+
 def schema_gbnf(schema: dict, separators: tuple[str, str]) -> str:
     """llama.cpp's GBNF for `schema` with the teacher's separators pinned: its converter allows an
     optional space around every token (`space ::= " "?`); the HF path's llguidance grammar allows
@@ -115,7 +149,8 @@ class LlamaCppStudent:
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, gguf_path: str | Path | None = None,
-             settings: LlamaCppSettings | None = None) -> "LlamaCppStudent":
+             settings: LlamaCppSettings | None = None, weight_type: str | None = None) -> "LlamaCppStudent":
+        """`weight_type`: of the GGUF at `gguf_path` (default: student.json's "gguf_weight_type")."""
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -138,8 +173,10 @@ class LlamaCppStudent:
 
             threads = auto_threads()
         n_ctx = int(meta.get("max_seq_length", 256)) + int(meta.get("max_new_tokens", 128)) + settings.max_draft + 8
-        llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_threads=threads, n_threads_batch=threads,
-                    logits_all=False, flash_attn=settings.flash_attn, verbose=False)
+        weight_type = weight_type or meta.get("gguf_weight_type", "f16")
+        with _model_params(use_extra_bufts=weight_type in ("f16", "f32") or not _cpu_has_amx()):
+            llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_threads=threads, n_threads_batch=threads,
+                        logits_all=False, flash_attn=settings.flash_attn, verbose=False)
         return cls(llm, AutoTokenizer.from_pretrained(path / "merged"), meta, gguf, settings)
 
     def save(self, path: str | Path) -> None:
