@@ -55,15 +55,17 @@ def served_engine(model_dir: str | Path, override: str | None = None) -> str:
     return rec["choice"] if rec and rec.get("choice") in ENGINES else "hf"
 
 
-def load_served(model_dir: str | Path, engine: str | None = None, num_threads: int | None = None) -> tuple[Any, str]:
-    """(the loaded student, its engine) for serving `model_dir`."""
+def load_served(model_dir: str | Path, engine: str | None = None, num_threads: int | None = None,
+                adaptive_threads: bool = False) -> tuple[Any, str]:
+    """(the loaded student, its engine) for serving `model_dir`; adaptive_threads: llama.cpp
+    re-picks its thread count between requests (num_threads was chosen automatically)."""
     from student.kinds import load_student
 
     eng = served_engine(model_dir, engine)
     if eng == "llamacpp":
         from student.llamacpp import LlamaCppStudent
 
-        return LlamaCppStudent.load(model_dir, threads=num_threads), eng
+        return LlamaCppStudent.load(model_dir, threads=num_threads, adaptive_threads=adaptive_threads), eng
     return load_student(model_dir), eng
 
 

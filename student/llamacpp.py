@@ -146,11 +146,15 @@ class LlamaCppStudent:
         # counters read by bench/serve_lm.py and the engine choice
         self.tokens_generated = self.forward_passes = self.drafted = self.accepted = 0
         self.decode_s = 0.0
+        self._governor: Any = None  # set by load(adaptive_threads=True)
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, gguf_path: str | Path | None = None,
-             settings: LlamaCppSettings | None = None, weight_type: str | None = None) -> "LlamaCppStudent":
-        """`weight_type`: of the GGUF at `gguf_path` (default: student.json's "gguf_weight_type")."""
+             settings: LlamaCppSettings | None = None, weight_type: str | None = None,
+             adaptive_threads: bool = False) -> "LlamaCppStudent":
+        """`weight_type`: of the GGUF at `gguf_path` (default: student.json's "gguf_weight_type");
+        `adaptive_threads`: re-pick the thread count between requests (student/threads.py
+        ThreadGovernor: a server whose thread count was chosen automatically)."""
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -177,7 +181,12 @@ class LlamaCppStudent:
         with _model_params(use_extra_bufts=weight_type in ("f16", "f32") or not _cpu_has_amx()):
             llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_threads=threads, n_threads_batch=threads,
                         logits_all=False, flash_attn=settings.flash_attn, verbose=False)
-        return cls(llm, AutoTokenizer.from_pretrained(path / "merged"), meta, gguf, settings)
+        st = cls(llm, AutoTokenizer.from_pretrained(path / "merged"), meta, gguf, settings)
+        if adaptive_threads:
+            from student.threads import ThreadGovernor
+
+            st._governor = ThreadGovernor(threads)
+        return st
 
     def save(self, path: str | Path) -> None:
         raise DistillError("a llama.cpp-served student is saved from its HF form (student/causal_lm.py), not from the engine")
@@ -241,6 +250,10 @@ class LlamaCppStudent:
     def decode_ids(self, prompt: list[int]) -> tuple[list[int], list[float]]:
         """(answer token ids, their log-probs) for prompt ids, by the configured decoder."""
         t0 = time.perf_counter()
+        if self._governor is not None and (n := self._governor.poll()):
+            from llama_cpp import llama_cpp as C
+
+            C.llama_set_n_threads(self.llm.ctx, n, n)
         if self._decoder is None:
             new, lps = self._generate(prompt)
         else:

@@ -311,7 +311,8 @@ class StudentServer:
             from student.engine import load_served
             from student.fast_path import apply
 
-            self.student, engine = load_served(self.model_path, self.engine, self.num_threads or auto_threads())
+            self.student, engine = load_served(self.model_path, self.engine, self.num_threads or auto_threads(),
+                                               adaptive_threads=self.num_threads is None)
             self.served = apply(self.student, self.model_path, self.fast_path) if engine == "hf" else engine
         self._httpd = self._make_httpd()
         # The first call pays lazy init, not the first request - and it runs on the batcher's thread,

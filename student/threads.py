@@ -17,3 +17,43 @@ def auto_threads() -> int:
     except Exception:  # noqa: BLE001 - no psutil, or no /proc: fall back to the load average
         busy = os.getloadavg()[0]
     return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+class ThreadGovernor:
+    """Re-picks a server's thread count between requests, from the cores other processes use now.
+
+    auto_threads() samples once, at start; a server lives on. llama.cpp's threads spin at every
+    barrier, so a count that was right at start turns costly when the load changes: started on a
+    busy machine it keeps 1 thread after the machine frees up (NLU++ student: p50 ~440 vs ~280 ms
+    with 2), started idle it keeps 2 when other work arrives (measured 5x slower than 1 at load
+    ~3). Other processes' use = the machine's busy CPU time minus this process's own (its own
+    spinning threads must not count against it), over the last `every_s` seconds."""
+
+    def __init__(self, current: int, every_s: float = 1.0):
+        import psutil
+
+        self.current, self.every_s, self.cores = current, every_s, os.cpu_count() or 1
+        self._proc, self._psutil = psutil.Process(), psutil
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        import time
+
+        t = self._psutil.cpu_times()
+        own = self._proc.cpu_times()
+        busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+        return time.monotonic(), busy, own.user + own.system
+
+    def poll(self) -> int | None:
+        """The new thread count when it should change, else None (also between samples)."""
+        now = self._sample()
+        wall = now[0] - self._last[0]
+        if wall < self.every_s:
+            return None
+        others = max(0.0, (now[1] - self._last[1]) - (now[2] - self._last[2])) / wall
+        self._last = now
+        want = max(1, min(self.cores, int(self.cores - others + 0.5)))
+        if want == self.current:
+            return None
+        self.current = want
+        return want

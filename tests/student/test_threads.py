@@ -1,0 +1,56 @@
+"""ThreadGovernor: a server's thread count follows what *other* processes use (student/threads.py)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from student.threads import ThreadGovernor
+
+CORES = os.cpu_count() or 1
+pytestmark = pytest.mark.skipif(CORES < 2, reason="one core: there is only one thread count")
+
+
+def _first_change(g: ThreadGovernor, within_s: float) -> int | None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        n = g.poll()
+        if n is not None:
+            return n
+        time.sleep(0.05)
+    return None
+
+
+def test_another_process_busy_on_a_core_takes_a_thread_away():
+    hog = subprocess.Popen([sys.executable, "-c", "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 20: pass"])
+    try:
+        time.sleep(0.3)  # the hog is running before the window opens
+        g = ThreadGovernor(CORES, every_s=1.0)
+        n = _first_change(g, 5.0)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert n is not None and n <= CORES - 1, n
+
+
+def test_this_process_busy_threads_do_not_count_against_it():
+    """Its own spinning threads (llama.cpp's at a barrier) are what the cores are for."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    t = threading.Thread(target=spin, daemon=True)
+    t.start()
+    try:
+        g = ThreadGovernor(CORES, every_s=1.0)
+        n = _first_change(g, 2.5)
+    finally:
+        stop.set()
+        t.join()
+    assert n is None, f"own CPU use counted as other load: re-picked {n} of {CORES} threads"
