@@ -318,7 +318,7 @@ class StudentServer:
         # The first call pays lazy init, not the first request - and it runs on the batcher's thread,
         # like every later call: an OpenMP runtime (llama.cpp's, torch's) binds a thread team to
         # the thread that first enters it, and a warm-up from this thread left llama.cpp's served
-        # decoding 1.5x slower (NLU++ student, 2 threads: p50 443 vs 286 ms; bench/serve_lm.py).
+        # decoding 1.5x slower (NLU++ student, 2 threads: bench/serve_lm.py p50 410-438 vs 262 ms).
         self._httpd.batcher.submit([{"role": "user", "content": "warm up"}]).result(timeout=self._httpd.request_timeout_s)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="student-server", daemon=True)
         self._thread.start()

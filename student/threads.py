@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 
 def auto_threads() -> int:
@@ -37,12 +38,16 @@ class ThreadGovernor:
         self._last = self._sample()
 
     def _sample(self) -> tuple[float, float, float]:
-        import time
-
         t = self._psutil.cpu_times()
         own = self._proc.cpu_times()
-        busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+        # Linux counts guest time inside user/nice already; steal stays in: a core the host takes is gone too
+        busy = sum(t) - t.idle - sum(getattr(t, k, 0.0) for k in ("iowait", "guest", "guest_nice"))
         return time.monotonic(), busy, own.user + own.system
+
+    @staticmethod
+    def other_load(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+        """Cores busy with other processes between samples a and b."""
+        return max(0.0, (b[1] - a[1]) - (b[2] - a[2])) / max(b[0] - a[0], 1e-9)
 
     def poll(self) -> int | None:
         """The new thread count when it should change, else None (also between samples)."""
@@ -50,7 +55,7 @@ class ThreadGovernor:
         wall = now[0] - self._last[0]
         if wall < self.every_s:
             return None
-        others = max(0.0, (now[1] - self._last[1]) - (now[2] - self._last[2])) / wall
+        others = self.other_load(self._last, now)
         self._last = now
         want = max(1, min(self.cores, int(self.cores - others + 0.5)))
         if want == self.current:
