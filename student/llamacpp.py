@@ -33,6 +33,7 @@ import re
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,6 +85,7 @@ def _gguf_for(model_dir: Path, meta: dict) -> Path:
         return export_gguf(model_dir, Path(tempfile.mkdtemp(prefix="distill-gguf-")) / "student.gguf", meta.get("gguf_weight_type", "f16"))
 
 
+@cache
 def _cpu_has_amx() -> bool:
     """Intel AMX (Sapphire Rapids and later). llama.cpp built with -march=native on such a CPU puts
     the weights in its AMX buffer type ("extra buffer types"): for f16 that works (and is what the

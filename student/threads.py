@@ -51,10 +51,9 @@ class ThreadGovernor:
 
     def poll(self) -> int | None:
         """The new thread count when it should change, else None (also between samples)."""
+        if time.monotonic() - self._last[0] < self.every_s:
+            return None  # checked before sampling: this runs on every request
         now = self._sample()
-        wall = now[0] - self._last[0]
-        if wall < self.every_s:
-            return None
         others = self.other_load(self._last, now)
         self._last = now
         want = max(1, min(self.cores, int(self.cores - others + 0.5)))
