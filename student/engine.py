@@ -11,8 +11,10 @@ export is then kept in the student, <student>/gguf/student.gguf); otherwise hf, 
 
 Weight type (choose_weight_type, after llama.cpp is chosen): the f16 export is the reference; a
 faster type from WEIGHT_CANDIDATES replaces it only when its validation agreement with the teacher
-is within MAX_DROP of f16's (the pattern of student/fast_path.py's int8), recorded in student.json
-as "gguf_weight_type" with every type's figures.
+is within MAX_DROP of f16's (the pattern of student/fast_path.py's int8) and at least MIN_SAME of its
+answers equal f16's, recorded in student.json as "gguf_weight_type" with every type's figures.
+Prompt-lookup drafts (check_speculative) stay on under the same two conditions against one-token
+decoding.
 """
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ from core.rundir import STUDENT_META
 
 ENGINES = ("hf", "llamacpp")
 MAX_DROP = 0.002  # as student/fast_path.py: 0.2 points of agreement
+# Rounding-level flips at near ties are allowed, a systematic change is not: f16 drafts left 63 of 64
+# validation answers of bench/serve_lm.py's 60-step NLU++ student as one-token decoding gave them,
+# q8_0 drafts 61, q8_0 without drafts 56 of f16's (teacher agreement the same, 9 of 64, for all).
+MIN_SAME = 0.95
 MAX_VAL = 128  # validation examples the engines are compared on (the HF answers come from the train stage's val scores)
 # Tried fastest first; f16 is kept when none agrees as well. Measured (bench/serve_lm.py's NLU++
 # student, 60 steps, 40 holdout requests, 1 thread, load 5): with prompt-lookup decoding q4_0 ran
@@ -33,8 +39,10 @@ MAX_VAL = 128  # validation examples the engines are compared on (the HF answers
 # answers (refused); q8_0 ran 26.1-26.9 (no faster: its batched verification passes cost more)
 # and its drafts changed answers, so it is not a candidate. On the 12-step student (teacher
 # agreement 6 %) q4_0 passed the agreement gate (3/32 vs 2/32) yet served answers equal to HF's on
-# 10 % of holdout requests: agreement with a weak student is too noisy a guard, so no candidate is
-# tried by default (f16 + prompt-lookup decoding is served); pass weight_candidates to try some.
+# 10 % of holdout requests: agreement with a weak student is too noisy a guard (hence MIN_SAME).
+# On the 60-step student q8_0 ran 1.35x f16 per request without drafts, 1.11x with them, but only
+# 56 of 64 answers were f16's: none is tried by default (f16 + prompt-lookup decoding is served);
+# pass weight_candidates to try some.
 WEIGHT_CANDIDATES: tuple[str, ...] = ()
 
 
@@ -125,16 +133,20 @@ def choose(model_dir: str | Path, val: list[Any], mode: str = "auto", hf_answers
         if weight_candidates:
             out["weight_type"] = choose_weight_type(model_dir, msgs, targets, lc_out, weight_candidates)
             served = out["weight_type"].pop("answers")
-        out["speculative"] = check_speculative(model_dir, msgs, served)
+        out["speculative"] = check_speculative(model_dir, msgs, targets, served)
     return out
 
 
-def check_speculative(model_dir: str | Path, msgs: list[Any], served: list[str]) -> dict[str, Any]:
+def check_speculative(model_dir: str | Path, msgs: list[Any], targets: list[str], served: list[str]) -> dict[str, Any]:
     """Prompt-lookup decoding is greedy decoding's answer in exact arithmetic, but llama.cpp's
     batched pass rounds differently from a one-token pass (measured: logits within 0.05 on f16,
     up to ~1 on q8_0/q4_0, whose 8-bit activations amplify it), so an answer can part at a near
-    tie. Kept only when every validation answer (`served`, decoded with it) equals the one-token
-    decoder's; else student.json's "llamacpp" gets max_draft 0."""
+    tie. Such a tie is decided by rounding whichever way it is computed (the one-token decoder's
+    own answer flipped when the same prompt was prefilled in another chunking), so equality on
+    every validation answer is a lottery: one answer of 32 turned drafts off, 1.4x slower. Kept
+    when the drafted answers (`served`) agree with the teacher (`targets`) within MAX_DROP of the
+    one-token decoder's and at least MIN_SAME of them equal its answers; else student.json's
+    "llamacpp" gets max_draft 0."""
     from student import llamacpp
 
     meta_file = Path(model_dir) / STUDENT_META
@@ -143,19 +155,23 @@ def check_speculative(model_dir: str | Path, msgs: list[Any], served: list[str])
     if settings.decoder != "lookup" or settings.max_draft == 0:
         return {"kept": False, "reason": "off in the settings"}
     plain = llamacpp.LlamaCppStudent.load(model_dir, settings=settings.model_copy(update={"max_draft": 0})).predict(msgs)
-    same = _agreement(plain, served)
-    kept = same == 1.0
+    same, a_plain, a_draft = _agreement(plain, served), _agreement(plain, targets), _agreement(served, targets)
+    differ = round((1 - same) * len(msgs))
+    kept = same >= MIN_SAME and a_draft >= a_plain - MAX_DROP
     if not kept:
         write_json(meta_file, {**meta, "llamacpp": {**(meta.get("llamacpp") or {}), "max_draft": 0}})
-    return {"kept": kept, "same_answers": round(same, 5), "max_draft": settings.max_draft,
-            "reason": "every validation answer equals one-token greedy decoding's" if kept else
-                      f"{round((1 - same) * len(msgs))} of {len(msgs)} validation answers differ from one-token greedy decoding's: drafts off"}
+    why = (f"{differ} of {len(msgs)} validation answers differ from one-token greedy decoding's; agreement with the teacher "
+           f"{a_draft:.4f} drafted vs {a_plain:.4f} one token at a time")
+    rule = f"(kept when at least {MIN_SAME:.0%} are the same and agreement is within {MAX_DROP * 100:.1f} points)"
+    return {"kept": kept, "same_answers": round(same, 5), "agreement": {"drafted": round(a_draft, 5), "one_token": round(a_plain, 5)},
+            "max_draft": settings.max_draft, "reason": f"{why} {rule}" + ("" if kept else ": drafts off")}
 
 
 def choose_weight_type(model_dir: str | Path, msgs: list[Any], targets: list[str], ref_out: list[str],
                        candidates: tuple[str, ...] = WEIGHT_CANDIDATES) -> dict[str, Any]:
     """Serve the first of `candidates` whose validation agreement with the teacher is within
-    MAX_DROP of the current export's (`ref_out`: its answers to `msgs`); it then replaces
+    MAX_DROP of the current export's (`ref_out`: its answers to `msgs`) and at least MIN_SAME of
+    whose answers equal the export's (a weak student's agreement is too noisy a guard alone); it then replaces
     <student>/gguf/student.gguf and student.json's "gguf_weight_type". Refused exports are removed.
     "answers": the served type's answers to `msgs`."""
     from student import llamacpp
@@ -171,15 +187,18 @@ def choose_weight_type(model_dir: str | Path, msgs: list[Any], targets: list[str
         export_gguf(model_dir, f, wt)
         q_out = llamacpp.LlamaCppStudent.load(model_dir, gguf_path=f, weight_type=wt).predict(msgs)
         a_q = _agreement(q_out, targets)
-        tried[wt] = {"agreement": round(a_q, 5), "same_answers_as_" + ref_type: round(_agreement(q_out, ref_out), 5)}
-        if a_q >= a_ref - MAX_DROP:
+        same = _agreement(q_out, ref_out)
+        tried[wt] = {"agreement": round(a_q, 5), "same_answers_as_" + ref_type: round(same, 5)}
+        if a_q >= a_ref - MAX_DROP and same >= MIN_SAME:
             f.replace(model_dir / GGUF_FILE)
             write_json(meta_file, {**json.loads(meta_file.read_text()), "gguf_weight_type": wt})
             return {"choice": wt, "tried": tried, "answers": q_out,
-                    "reason": f"{wt} agreement {a_q:.4f} within {MAX_DROP * 100:.1f} points of {ref_type}'s {a_ref:.4f}"}
+                    "reason": f"{wt} agreement {a_q:.4f} within {MAX_DROP * 100:.1f} points of {ref_type}'s {a_ref:.4f}, "
+                              f"{same:.0%} of its answers the same"}
         f.unlink(missing_ok=True)
     return {"choice": ref_type, "tried": tried, "answers": ref_out,
-            "reason": f"no faster weight type agreed within {MAX_DROP * 100:.1f} points of {ref_type}'s {a_ref:.4f}"}
+            "reason": f"no faster weight type agreed within {MAX_DROP * 100:.1f} points of {ref_type}'s {a_ref:.4f} "
+                      f"with at least {MIN_SAME:.0%} of its answers the same"}
 
 
 def select_and_record(model_dir: str | Path, val: list[Any], mode: str = "auto", hf_answers: list[str] | None = None,

@@ -196,8 +196,10 @@ def test_lookup_decoding_returns_plain_greedy_tokens(which, request):
         lc = LlamaCppStudent.load(d, threads=1, settings=settings)
         got = [lc.decode_ids(p) for p in prompts]
         assert [g for g, _ in got] == [w for w, _ in want]
-        for (_, a), (_, b) in zip(got, want):  # confidences from logits of batched passes: equal to rounding
-            assert np.allclose(a, b, atol=0.02)
+        # confidences from logits of batched passes: equal to rounding (f16 logits within ~0.05;
+        # 0.021 seen on a token at log-prob -14.3 on an AVX-512 CPU without AMX)
+        for (_, a), (_, b) in zip(got, want):
+            assert np.allclose(a, b, atol=0.05), max(abs(x - y) for x, y in zip(a, b))
     assert lc.drafted > 0 and 0 < lc.accepted <= lc.drafted and lc.forward_passes < lc.tokens_generated
     lc._decoder.drafter = _Oracle({tuple(p): w for p, (w, _) in zip(prompts, want)})
     lc.drafted = lc.accepted = 0
@@ -228,3 +230,35 @@ def test_weight_type_choice_refuses_a_type_whose_agreement_drops(free, tmp_path)
     assert kept["choice"] == "f32" and kept["tried"]["f32"]["agreement"] == 1.0, kept
     assert json.loads((d / "student.json").read_text())["gguf_weight_type"] == "f32"
     assert LlamaCppStudent.load(d, threads=1).predict(msgs) == f16
+
+
+def test_drafts_survive_a_rounding_flip_but_not_a_change(free, tmp_path, monkeypatch):
+    """check_speculative keeps prompt-lookup drafts when their validation answers lose no agreement
+    with the teacher and at least MIN_SAME of them equal one-token decoding's (a near tie decided
+    by rounding is allowed); it turns them off, in student.json, when a changed answer costs
+    agreement or too many answers change."""
+    pytest.importorskip("llama_cpp")
+    import shutil
+
+    from student import engine
+    from student.llamacpp import LlamaCppSettings, LlamaCppStudent
+
+    monkeypatch.setattr(engine, "MIN_SAME", 0.8)  # 6 prompts: one changed answer is 83 % the same, two are 67 %
+    d = tmp_path / "m"
+    shutil.copytree(free[0], d)
+    meta0 = (d / "student.json").read_text()
+    msgs = [_msgs(t) for t in PROMPTS + COPY]
+    plain = LlamaCppStudent.load(d, threads=1, settings=LlamaCppSettings(max_draft=0)).predict(msgs)
+    one_flip = plain[:-1] + ["flipped"]
+
+    def max_draft():
+        return json.loads((d / "student.json").read_text()).get("llamacpp", {}).get("max_draft")
+
+    kept = engine.check_speculative(d, msgs, plain[:-1] + ["neither"], one_flip)
+    assert kept["kept"] and kept["same_answers"] == round(5 / 6, 5) and max_draft() is None, kept
+    lost = engine.check_speculative(d, msgs, plain, one_flip)
+    assert not lost["kept"] and lost["agreement"] == {"drafted": round(5 / 6, 5), "one_token": 1.0} and max_draft() == 0, lost
+    assert "drafts off" in lost["reason"]
+    (d / "student.json").write_text(meta0)
+    changed = engine.check_speculative(d, msgs, ["neither"] * 6, plain[:-2] + ["a", "b"])
+    assert not changed["kept"] and max_draft() == 0, changed
