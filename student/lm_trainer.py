@@ -114,6 +114,8 @@ def train_sft(model, tok, train_rows: list[dict], val_rows: list[dict], cfg: Any
 
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise DistillError("student.device=cuda, but torch sees no GPU here: set student.device to auto or cpu")
+    if getattr(cfg, "best_metric", "val_loss") != "val_loss":
+        raise DistillError(f"student.best_metric={cfg.best_metric}: the causal LM is validated by its loss only; set student.best_metric to val_loss")
     cuda = cfg.device != "cpu" and torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     is_main = int(os.environ.get("RANK", "0")) == 0

@@ -96,7 +96,7 @@ def train_loop(student: Any, cfg: Any, train: list[Example], val: list[Example],
         if val:  # step-0 validation: the baseline the fine-tuning must beat (and the fallback)
             v = student.eval_loss(val)
             st["val"].append({"step": 0, **v})
-            st["best_val"], best_state = v["val_loss"], student.trainable_state()
+            st["best_val"], best_state = _score(v, cfg), student.trainable_state()
     # After resume/warm start: DDP broadcasts rank 0's weights at construction.
     model, opt, sched = acc.prepare(_loss_module(student), opt, sched)
 
@@ -110,9 +110,9 @@ def train_loop(student: Any, cfg: Any, train: list[Example], val: list[Example],
     def validate() -> None:
         v = student.eval_loss(val)
         st["val"].append({"step": st["step"], **v})
-        if v["val_loss"] < st["best_val"] - 1e-4:
+        if _better(_score(v, cfg), st["best_val"]):
             nonlocal best_state
-            st["best_val"], st["best_step"], st["bad"] = v["val_loss"], st["step"], 0
+            st["best_val"], st["best_step"], st["bad"] = _score(v, cfg), st["step"], 0
             best_state = student.trainable_state()
         else:
             st["bad"] += 1
@@ -172,6 +172,27 @@ def train_loop(student: Any, cfg: Any, train: list[Example], val: list[Example],
     return {**st, "total_steps": total, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
             "device": str(acc.device), "processes": world, "is_main_process": acc.is_main_process, "wrapped_as": type(model).__name__,
             "loop_s": round(train_s, 2), "examples_per_s": round(seen / train_s, 2) if train_s > 0 and seen else None}
+
+
+def _score(v: dict[str, float], cfg: Any) -> list[float]:
+    """A validation result as a key to minimise: [loss], or [-accuracy, loss] (ties by the loss)."""
+    if getattr(cfg, "best_metric", "val_loss") == "val_accuracy":
+        if "val_accuracy" not in v:
+            raise DistillError("student.best_metric=val_accuracy: this student kind reports no validation accuracy; use val_loss")
+        return [-v["val_accuracy"], v["val_loss"]]
+    return [v["val_loss"]]
+
+
+def _better(a: list[float], b: list[float] | float) -> bool:
+    """a beats b by more than float noise on its first differing entry (b = inf: nothing yet)."""
+    if not isinstance(b, list):
+        return True
+    for x, y in zip(a, b):
+        if x < y - 1e-4:
+            return True
+        if x > y + 1e-4:
+            return False
+    return False
 
 
 def _batch_len(b: Any) -> int:
