@@ -77,3 +77,13 @@ def test_val_accuracy_trains_on_to_the_best_answers(tmp_path):
 def test_val_accuracy_needs_a_student_that_reports_it(tmp_path):
     with pytest.raises(DistillError, match="student.best_metric=val_accuracy"):
         _run(tmp_path, "val_accuracy", ScriptedStudent(with_accuracy=False))
+
+
+def test_the_nluplusplus_example_keeps_its_most_exact_checkpoint():
+    """The README's NLU++ figures come from this setting (its loss plateaued early)."""
+    from pathlib import Path
+
+    from distill.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "nluplusplus" / "distill.yaml", env={})
+    assert cfg.student.best_metric == "val_accuracy"
