@@ -107,6 +107,7 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
         base_ref = {"bundled": "classifier"} if ref.bundled else {"name_or_path": ref.name_or_path}
         st = cls(encoder, tokenizer, heads, fmt, vocab, pooling=cfg.pooling, max_length=cfg.max_length, base_ref=base_ref,
                  predict_batch_size=cfg.predict_batch_size, layout=layout)
+        st.span_tags = cfg.span_tags
         st.add_structured_heads(heads, encoder.config.hidden_size)
         st.label_smoothing = cfg.label_smoothing
         st.probe_weight_decay = cfg.probe_weight_decay

@@ -61,6 +61,7 @@ class PersistMixin:
         layout = Layout.from_dict(meta["layout"]) if meta.get("layout") else None  # absent in single-categorical saves
         st = cls(encoder, tokenizer, heads, OutputFormat(**meta["format"]), meta["vocab"], pooling=meta["pooling"],
                  max_length=meta["max_length"], base_ref=ref, layout=layout)
+        st.span_tags = meta.get("span_tags", "per_name")  # absent in students saved before the factored head
         st.add_structured_heads(heads, meta["hidden_size"])
         heads.load_state_dict(load_file(str(path / "heads.safetensors")))
         heads.eval()

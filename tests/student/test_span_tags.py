@@ -7,8 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from student.labelset import fit_multilabel  # noqa: E402
-from student.span import (IGNORE, decode, fit_span_probe, gold_spans, make_span_head, span_loss, span_text, spans_of,  # noqa: E402
-                          tags_of, tags_tensor, tune_biases, tune_o_bias, O_WEIGHT)
+from student.span import (IGNORE, decode, factored_tags, fit_span_probe, gold_spans, make_span_head, span_loss, span_text,  # noqa: E402
+                          spans_of, tags_of, tags_tensor, tune_biases, tune_o_bias, O_WEIGHT)
 
 # "[CLS] pay bob next week [SEP]": token offsets as a fast tokenizer gives them
 TEXT = "pay bob next week"
@@ -55,7 +55,21 @@ def test_decode_probability_bias_and_no_invented_text():
                 assert s is None or span_text(TEXT, OFFSETS, *s) in TEXT
 
 
-def test_tag_probe_learns_and_o_bias_tunes_on_validation():
+def test_factored_tags_are_boundary_times_name():
+    """The factored head's tag distribution is P(O/B/I) x P(name): B-k and I-k share the name's
+    probability, and the B-/I- mass does not depend on the name logits."""
+    out = torch.randn(5, 3 + 4, generator=torch.Generator().manual_seed(1))
+    p = factored_tags(out, 4).softmax(-1)
+    pb, pn = out[:, :3].softmax(-1), out[:, 3:].softmax(-1)
+    assert torch.allclose(p[:, 0], pb[:, 0], atol=1e-6)
+    assert torch.allclose(p[:, 1::2], pb[:, 1:2] * pn, atol=1e-6) and torch.allclose(p[:, 2::2], pb[:, 2:3] * pn, atol=1e-6)
+    from student.config import ClassifierOptions
+
+    assert ClassifierOptions().span_tags == "factored"  # the default the README's NLU++ figures use
+
+
+@pytest.mark.parametrize("factored", [True, False])
+def test_tag_probe_learns_and_o_bias_tunes_on_validation(factored):
     g = torch.Generator().manual_seed(0)
     n, t, h = 64, 6, 8
     states = torch.randn(n, t, h, generator=g)
@@ -63,7 +77,7 @@ def test_tag_probe_learns_and_o_bias_tunes_on_validation():
     tags[:, [0, -1]] = IGNORE
     states[:, 2, 0] += 6.0  # token 2 is a B-0 wherever feature 0 is high
     tags[:, 2] = 1
-    head = make_span_head(h, 1)
+    head = make_span_head(h, 1, factored=factored)
     assert fit_span_probe(head, states, tags) == 1.0
     lg = head(states)
     ok = tags != IGNORE
