@@ -60,4 +60,6 @@ def test_this_process_busy_threads_do_not_count_against_it():
     machine, own = (t1[1] - t0[1]) / wall, (t1[2] - t0[2]) / wall
     assert own > 0.6, f"the spinning thread's CPU time is missing from this process's ({own:.2f} cores)"
     assert machine >= own - 0.1, (machine, own)
-    assert g.other_load(t0, t1) <= machine - own + 1e-9
+    # clamped at 0: the system's and the process's CPU clocks tick apart, so machine - own can dip
+    # under 0 by a few hundredths (seen: 0.979 - 0.998) when nothing else runs
+    assert g.other_load(t0, t1) <= max(0.0, machine - own) + 1e-9
