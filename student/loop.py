@@ -110,9 +110,10 @@ def train_loop(student: Any, cfg: Any, train: list[Example], val: list[Example],
     def validate() -> None:
         v = student.eval_loss(val)
         st["val"].append({"step": st["step"], **v})
-        if _better(_score(v, cfg), st["best_val"]):
+        score = _score(v, cfg)
+        if _better(score, st["best_val"]):
             nonlocal best_state
-            st["best_val"], st["best_step"], st["bad"] = _score(v, cfg), st["step"], 0
+            st["best_val"], st["best_step"], st["bad"] = score, st["step"], 0
             best_state = student.trainable_state()
         else:
             st["bad"] += 1

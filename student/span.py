@@ -48,22 +48,21 @@ def make_span_head(hidden: int, n_fields: int, factored: bool = True):
     emit the same tag logits, so decoding, biases and the ONNX path do not know which it is."""
     import torch
 
-    if not factored:
-        head = torch.nn.Linear(hidden, n_tags(n_fields))
-    else:
-        class Factored(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.lin = torch.nn.Linear(hidden, 3 + n_fields)
-
-            def forward(self, h):
-                return factored_tags(self.lin(h), n_fields)
-
-        head = Factored()
-    lin = head if not factored else head.lin
+    lin = torch.nn.Linear(hidden, 3 + n_fields if factored else n_tags(n_fields))
     torch.nn.init.zeros_(lin.weight)
     torch.nn.init.zeros_(lin.bias)
-    return head
+    if not factored:
+        return lin
+
+    class Factored(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.n_fields = lin, n_fields
+
+        def forward(self, h):
+            return factored_tags(self.lin(h), self.n_fields)
+
+    return Factored()
 
 
 def tags_of(spans: list[tuple[int, int] | None | str], ok: list[bool]) -> list[int]:
@@ -226,12 +225,11 @@ def fit_span_probe(head, states, tags, weight_decay: float = 1e-3) -> float:
     from student.encoder import fit_linear
 
     keep = tags != IGNORE
-    if hasattr(head, "lin"):
+    if hasattr(head, "n_fields"):  # factored (make_span_head): fit its Linear through the expansion
         import torch
 
-        n = head.lin.out_features - 3
         fit_linear(head.lin, states[keep], tags[keep], steps=100, weight_decay=weight_decay,
-                   loss=lambda out, y: torch.nn.functional.cross_entropy(factored_tags(out, n), y))
+                   loss=lambda out, y: torch.nn.functional.cross_entropy(factored_tags(out, head.n_fields), y))
         with torch.no_grad():
             return (head(states[keep]).argmax(-1) == tags[keep]).float().mean().item()
     return fit_linear(head, states[keep], tags[keep], steps=100, weight_decay=weight_decay)
