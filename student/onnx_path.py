@@ -7,11 +7,9 @@ only when its validation agreement is within `max_drop` (fast_path.MAX_DROP) of 
 saved student (`onnx/encoder.onnx`, written by the choice at the end of training, so servers load
 it without exporting); a student without one is exported into a temporary directory on load.
 
-Order of preference (fast_path.choose, student/onnx_choice.py): int8, then onnx_int8 (static int8 ONNX, student/onnx_quant.py),
-then onnx, then fp32 - the first within max_drop (and, for the int8 paths, with answers that do not
-depend on the batch) is served. On MiniLM-L6 (2 busy cores) torch int8 ran a batch of 32 in about half ORT fp32's time, ORT
-fp32 in about 0.6x torch fp32's; ORT is tried only when int8 changes the answers too much, since it
-keeps fp32's numbers (Banking77: int8 dropped 1.1 points). bench/serve_classifier.py measures all three.
+Order of preference (fast_path.candidates): onnx_int8 (static int8 ONNX, student/onnx_quant.py),
+then onnx, then torch int8, then fp32 - fastest first; the first within max_drop (and, for the int8
+paths, with answers that do not depend on the batch) is served. bench/serve_classifier.py measures them all.
 
 onnxruntime and onnx (torch's TorchScript exporter, `dynamo=False`, writes the graph through it)
 are pinned in requirements.lock.

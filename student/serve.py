@@ -284,7 +284,7 @@ class StudentServer:
         self.model_path, self.host, self.port, self.api_key, self.model_name = Path(model_path), host, port, api_key, model_name
         self.engine = engine  # "hf" | "llamacpp"; None = the engine recorded in student.json (student/engine.py)
         self.num_threads = num_threads  # torch threads; None = auto (idle cores, see student.threads.auto_threads)
-        self.fast_path = fast_path  # "fp32" | "int8"; None = the choice recorded in student.json (student/fast_path.py)
+        self.fast_path = fast_path  # one of fast_path.PATHS; None = the choice recorded in student.json (student/fast_path.py)
         self.served: str | None = None  # what start() loaded: "fp32", "int8", "onnx", "onnx_int8" (hf engine) or "llamacpp"
         self.student: Student | None = None
         self._httpd: _Server | None = None

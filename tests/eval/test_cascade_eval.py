@@ -176,7 +176,7 @@ def test_the_train_stage_writes_the_validation_scores_the_eval_reads(tmp_path):
     assert len(rows) == m["val_examples"] > 0 and all(r["id"].startswith("train") and 0 < r["confidence"] <= 1 for r in rows)
     assert m["calibration"]["fitted_on"] == "validation"
     # scored on the path the server runs (int8 moves confidences), against the training rows only
-    assert m["served"] == "int8"  # the tiny model's int8 agrees as well as fp32 on val
+    assert m["served"] == "onnx_int8"  # the tiny model's static int8 agrees as well as fp32 on val
     from student.fast_path import load_served
 
     train, val = split_validation([Example(r["id"], r["messages"], r["response"]) for r in kept if r["split"] == "train"], 0.3)
