@@ -53,25 +53,16 @@ def validation_pairs(rows: list[dict]) -> tuple[list[float], list[bool]]:
     return [float(r["confidence"]) for r in rows], agrees
 
 
-def score_holdout(student: Any, conversations: list[list[dict]], *, uncalibrated: bool = False) -> list[tuple[str, float]]:
-    """predict_scored over the holdout in chunks. uncalibrated: the classifier with T = 1 (for
-    the ECE before calibration; a causal LM would need a second generation pass: not done)."""
-    saved = getattr(student, "calibration", None)
-    saved_structured = getattr(student, "structured_calibration", None)  # set / span fields (student/structured.py)
-    if uncalibrated:
-        student.calibration = None
-        if saved_structured is not None:
-            student.structured_calibration = None
-    try:
-        out: list[tuple[str, float]] = []
-        for i in range(0, len(conversations), CHUNK):
-            out += student.predict_scored(conversations[i:i + CHUNK])
-        return out
-    finally:
-        if uncalibrated:
-            student.calibration = saved
-            if saved_structured is not None:
-                student.structured_calibration = saved_structured
+def score_holdout(student: Any, conversations: list[list[dict]]) -> list[tuple[str, float, float | None]]:
+    """(answer, calibrated confidence, confidence before calibration) per holdout conversation,
+    predict_scored in chunks. The uncalibrated one comes from the same pass for a classifier
+    (predict_scored_raw); a causal LM would need a second generation pass for it: None."""
+    raw = getattr(student, "predict_scored_raw", None)
+    out: list[tuple[str, float, float | None]] = []
+    for i in range(0, len(conversations), CHUNK):
+        part = conversations[i:i + CHUNK]
+        out += raw(part) if raw is not None else [(t, c, None) for t, c in student.predict_scored(part)]
+    return out
 
 
 def cascade_figures(cfg: CascadeConfig, val_conf: list[float], val_agrees: list[bool], hold_conf: list[float], hold_agrees: list[bool], *,
@@ -108,8 +99,8 @@ def attach_cascade(cfg: CascadeConfig, rd: RunDir, report: dict, items: list[dic
     conversations = [r["messages"] for r in items]
     teacher_out = [r["response"] for r in items]
     scored = score_holdout(student, conversations)
-    hold_conf = [c for _, c in scored]
-    hold_agrees = exact_match([t for t, _ in scored], teacher_out).astype(bool).tolist()
+    hold_conf = [c for _, c, _ in scored]
+    hold_agrees = exact_match([t for t, _, _ in scored], teacher_out).astype(bool).tolist()
     res = cascade_figures(cfg, val_conf, val_agrees, hold_conf, hold_agrees, student_cost_per_1k=metrics.get("cost_per_1k_usd"),
                           teacher_cost_per_1k=metrics.get("teacher_cost_per_1k_usd"), student_latency_ms=_samples(report, "student"),
                           teacher_latency_ms=_samples(report, "teacher"), samples=samples, seed=seed)
@@ -117,13 +108,13 @@ def attach_cascade(cfg: CascadeConfig, rd: RunDir, report: dict, items: list[dic
            or (getattr(student, "meta", None) or {}).get("calibration") or {})
     before = None
     if getattr(student, "kind", None) == "classifier" and cal:
-        before = ece([c for _, c in score_holdout(student, conversations, uncalibrated=True)], hold_agrees)
+        before = ece([r for _, _, r in scored], hold_agrees)
     res.update({
         "val": {"n": len(val_rows), "source": val_source, "student_agreement": (sum(val_agrees) / len(val_agrees)) if val_agrees else None},
         "calibration": {"method": cal.get("method"), "fitted_on": cal.get("fitted_on"), "temperature": cal.get("temperature"),
                         "binning": cal.get("ece_binning", "equal_mass"), "val_ece_before": cal.get("ece_before"), "val_ece_after": cal.get("ece_after"),
                         "holdout_ece_before": before, "holdout_ece_after": ece(hold_conf, hold_agrees)},
-        "scored_vs_served_mismatches": sum(t != s for (t, _), s in zip(scored, served)),
+        "scored_vs_served_mismatches": sum(t != s for (t, _, _), s in zip(scored, served)),
         "config": cfg.model_dump(mode="json"),
     })
     res["summary"] = summary_line(res)

@@ -348,6 +348,12 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
         chosen answer's probability - a categorical field's label (after the kNN mix, tempered by
         the field's temperature fitted on the validation split: student/calibration.py; T = 1 when
         the model has none), a set field's p or 1 - p per label, a span's start x end probability."""
+        return [(t, c) for t, c, _ in self.predict_scored_raw(batch)]
+
+    def predict_scored_raw(self, batch: list[Messages]) -> list[tuple[str, float, float]]:
+        """predict_scored's (answer, confidence), plus the confidence before calibration (every
+        temperature 1), from the same forward pass: the eval's holdout ECE before calibration
+        needed a second pass over the holdout for it (7 s of the Banking77 demo's eval)."""
         if not batch:
             return []
         from student.calibration import temper
@@ -359,28 +365,31 @@ class ClassifierStudent(FinalizeMixin, StructuredMixin, PersistMixin):
             ids, offsets = self.encode_offsets(texts)
         else:
             ids, offsets = self.encode(texts), None
-        out: list[tuple[str, float] | None] = [None] * len(batch)
+        out: list[tuple[str, float, float] | None] = [None] * len(batch)
         self.train_mode(False)
         with torch.inference_mode():
             for chunk in length_sorted_chunks(ids, self.predict_batch_size):
                 oks = [[i == 0 or b > a for i, (a, b) in enumerate(offsets[c])] for c in chunk] if offsets else None
                 z, lg = self.forward_all(self.collate([ids[i] for i in chunk], oks=oks))
                 conf = torch.ones(len(chunk), dtype=torch.float64)
+                raw = torch.ones(len(chunk), dtype=torch.float64)
                 best = {}
                 if self.vocab:
                     probs = self.field_probs(lg, torch.nn.functional.normalize(z, dim=-1), texts=[texts[i] for i in chunk])
                     for f in self.vocab:
                         p = temper(probs[f], float(temps.get(f, 1.0)))
-                        b = p.argmax(-1)
+                        b = p.argmax(-1)  # a temperature never moves the argmax: raw's pick is the same
                         best[f] = b.tolist()
                         conf *= p.gather(1, b[:, None])[:, 0].double().cpu()
+                        raw *= probs[f].gather(1, b[:, None])[:, 0].double().cpu()
                 if self.layout is None:
                     rows = [self.fmt.render({f: self.vocab[f][best[f][r]] for f in self.vocab}) for r in range(len(chunk))]
                 else:
-                    vals, c2 = self.structured_decode(lg, [texts[i] for i in chunk], [offsets[i] for i in chunk] if offsets else [])
+                    vals, c2, r2 = self.structured_decode(lg, [texts[i] for i in chunk], [offsets[i] for i in chunk] if offsets else [])
                     conf *= c2
+                    raw *= r2
                     rows = [self.layout.render({**{f: self.vocab[f][best[f][r]] for f in self.vocab}, **vals[r]}) for r in range(len(chunk))]
-                conf_l = conf.tolist()
+                conf_l, raw_l = conf.tolist(), raw.tolist()
                 for row, i in enumerate(chunk):
-                    out[i] = (rows[row], conf_l[row])
+                    out[i] = (rows[row], conf_l[row], raw_l[row])
         return out  # type: ignore[return-value]

@@ -19,12 +19,15 @@ class FinalizeMixin:
         """After training: the WiSE-FT blend, then the kNN mix (student/knn.py), both chosen on
         the validation split."""
         out = self._interpolate(val)
-        if self.use_knn and train and val and self.vocab:
-            out["knn"] = self._fit_knn(train, val)
-        if self.use_lexical and train and val and self.vocab:
-            out["lexical"] = self._fit_lexical(train, val)
-        if val and self.vocab:
-            out["calibration"] = self._fit_calibration(val, len(train) if train else 0)
+        # The weights are final from here on: embed the val split once for the three choices below
+        # (each embedded it anew before: ~3 s apiece on Banking77's 1,289 rows, 2 cores).
+        emb = self._embed_examples(val) if val and self.vocab else None
+        if self.use_knn and train and emb:
+            out["knn"] = self._fit_knn(train, emb)
+        if self.use_lexical and train and emb:
+            out["lexical"] = self._fit_lexical(train, val, emb)
+        if emb:
+            out["calibration"] = self._fit_calibration(val, len(train) if train else 0, emb)
         structured = self.fit_structured(val)  # set thresholds, span biases (student/structured.py)
         if structured:
             out["structured"] = structured
@@ -55,7 +58,7 @@ class FinalizeMixin:
         finally:
             self.memory = deployed
 
-    def _fit_calibration(self, val: list[Example], n_train: int) -> dict[str, Any]:
+    def _fit_calibration(self, val: list[Example], n_train: int, emb: tuple[Any, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
         """Per-field temperatures (student/calibration.py) on the probabilities predict_scored
         tempers. After _fit_knn the memory holds the val examples themselves, so they are mixed
         with the training rows only (as when the mix was chosen): a val example finding itself
@@ -63,26 +66,27 @@ class FinalizeMixin:
         from student.calibration import fit_field_temperatures
 
         self.calibration = None
-        zv, lv, yv = self._embed_examples(val)
+        zv, lv, yv = emb
         with self.against_training_rows(n_train):
             probs = self.field_probs(lv, zv, texts=[input_text(e.messages) for e in val])
         self.calibration = fit_field_temperatures({f: p.float().cpu().numpy() for f, p in probs.items()},
                                                   {f: y.cpu().numpy() for f, y in yv.items()})
         return self.calibration
 
-    def _fit_knn(self, train: list[Example], val: list[Example]) -> dict[str, Any]:
+    def _fit_knn(self, train: list[Example], emb: tuple[Any, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+        """emb: the val split's _embed_examples."""
         from student.knn import select
 
         torch = self._torch
         zt, _, yt = self._embed_examples(train)
-        zv, lv, yv = self._embed_examples(val)
+        zv, lv, yv = emb
         choice = select(lv, zv, yv, zt, yt)
         self.knn = {k: choice[k] for k in ("k", "temperature", "lambda")}
         # The memory the deployed student searches: every labelled example it was given.
         self.memory = (torch.cat([zt, zv]), {f: torch.cat([yt[f], yv[f]]) for f in self.vocab}) if choice["lambda"] else None
         return choice
 
-    def _fit_lexical(self, train: list[Example], val: list[Example]) -> dict[str, Any]:
+    def _fit_lexical(self, train: list[Example], val: list[Example], emb: tuple[Any, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
         """The TF-IDF model (student/lexical.py), fit on the training rows; its weight per field by
         tempered validation log loss, the val rows scored against the kNN memory's training rows
         (as the kNN mix was chosen). Kept only for fields where a weight > 0 won."""
@@ -94,7 +98,7 @@ class FinalizeMixin:
         _, targets = self._tensors(train)
         labels = {f: np.array([self.index[f][t[f]] for t in targets]) for f in self.vocab}
         model = LexicalModel.fit([input_text(e.messages) for e in train], labels, {f: len(self.vocab[f]) for f in self.vocab})
-        zv, lv, yv = self._embed_examples(val)
+        zv, lv, yv = emb
         with self.against_training_rows(len(train)):
             pv = self.field_probs(lv, zv)
         lex = model.probs([input_text(e.messages) for e in val])

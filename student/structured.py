@@ -170,19 +170,21 @@ class StructuredMixin:
 
         return temper(self._torch.stack([1 - q, q], -1), float(t))[:, 1].double()
 
-    def structured_decode(self, lg: dict[str, Any], texts: list[str], offsets: list[list[tuple[int, int]]]) -> tuple[list[dict[str, Any]], Any]:
-        """Per row {leaf: [labels] | span text or None} and the [B] confidence factor: the product
+    def structured_decode(self, lg: dict[str, Any], texts: list[str], offsets: list[list[tuple[int, int]]]) -> tuple[list[dict[str, Any]], Any, Any]:
+        """Per row {leaf: [labels] | span text or None}, and two [B] confidence factors: the product
         over set fields and the span block of each one's calibrated probability of being exactly
-        right (_calibrated; the raw one is the product of p or 1 - p per label for a set, the tag
-        sequence's probability for the spans)."""
+        right (_calibrated), and of its raw one (the product of p or 1 - p per label for a set, the
+        tag sequence's probability for the spans)."""
         torch = self._torch
         from student.span import span_text
 
         n = len(texts)
         on, q, spans = self._decoded(lg)
         conf = torch.ones(n, dtype=torch.float64)
+        raw = torch.ones(n, dtype=torch.float64)
         for key, qk in q.items():
             conf *= self._calibrated(key, qk)
+            raw *= qk.double()
         values: list[dict[str, Any]] = [{} for _ in range(n)]
         for f, labs in self.sets.items():
             for r in range(n):
@@ -191,7 +193,7 @@ class StructuredMixin:
             for k, f in enumerate(self.spans):
                 sp = spans[r][k]
                 values[r][f] = span_text(texts[r], offsets[r], *sp, whole_words=self.span_whole_words) if sp else None
-        return values, conf
+        return values, conf, raw
 
     # ---- warm start and validation tuning
     def structured_warm_start(self, X, targets: list[dict[str, Any]], examples: list[Example]) -> dict[str, float]:

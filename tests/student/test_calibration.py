@@ -121,6 +121,12 @@ def test_classifier_predict_scored_is_calibrated_on_val_saved_and_loaded(tmp_pat
     (tmp_path / "m" / "student.json").write_text(json.dumps(meta))
     old = load_student(tmp_path / "m")
     assert old.calibration is None and [t for t, _ in old.predict_scored(batch)] == st.predict(batch)
+    # one pass gives both confidences (the eval's ECE before calibration): the calibrated one is
+    # predict_scored's, the raw one the same model's with every temperature 1
+    both = again.predict_scored_raw(batch)
+    assert [(t, c) for t, c, _ in both] == again.predict_scored(batch)
+    assert [r for _, _, r in both] == pytest.approx([c for _, c in old.predict_scored(batch)], abs=1e-5)
+    assert [r for _, _, r in both] != pytest.approx([c for _, c, _ in both], abs=1e-3)  # the temperatures moved them
 
 
 def test_causal_lm_sequence_score_and_platt_calibration(tmp_path, tiny_model_dir):

@@ -160,6 +160,10 @@ def test_set_and_span_fields_learn_save_load_and_never_invent_text(tmp_path, tin
     cal = meta["structured_calibration"]
     assert set(cal["temperature"]) == {"intents", "__spans__"} and cal["fitted_on"] == "validation"
     assert cal["ece_after"] is not None and cal["ece_before"] is not None
+    both = st.predict_scored_raw(batch)  # set and span confidences before calibration, same pass
+    assert [(t, c) for t, c, _ in both] == scored
+    st.structured_calibration = None
+    assert [r for _, _, r in both] == pytest.approx([c for _, c in st.predict_scored(batch)], abs=1e-6)
     assert meta["span_tags"] == span_tags and st.span_tags == span_tags
     if span_tags == "per_name":  # a student saved before the factored head has no "span_tags": it loads as per_name
         meta_file = rd.path / "train" / "model" / "student.json"
