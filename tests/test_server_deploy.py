@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from prefect_deploy import BIN, ROOT, api, prefect_server, run, tiny_config, trigger, work_until
+from prefect_deploy import BIN, ROOT, api, prefect_server, run, stop, tiny_config, trigger, work_until
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,7 @@ def test_deploy_trigger_suspend_approve_promote_and_reject(server, tmp_path):
     try:
         _approve_then_reject(env, cfg, tmp_path)
     finally:
-        trainer.terminate()
-        trainer.wait(30)
+        stop(trainer)
 
 
 def _approve_then_reject(env, cfg: Path, tmp_path: Path) -> None:
