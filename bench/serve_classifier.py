@@ -107,23 +107,22 @@ def main() -> int:
 
     if not (model / onnx_path.ONNX_FILE).is_file():
         onnx_path.export_saved(model)  # the servers below load it instead of exporting on start
-    # The choice stops at the first (fastest) path that keeps fp32's agreement: score the rest here.
-    if "int8" not in choice.get("agreement", {}):
-        st = fast_path.quantize_int8(load_student(model))
-        with st.against_training_rows(len(train)):
-            choice.setdefault("agreement", {})["int8"] = round(fast_path._agreement(st, vm, vt), 5)
-            choice["int8_batch_flips"] = round(fast_path._batch_flips(st, vm), 5)
-    if "onnx" not in choice.get("agreement", {}):
-        st = onnx_path.use_onnx(load_student(model), model)
-        with st.against_training_rows(len(train)):
-            choice.setdefault("agreement", {})["onnx"] = round(fast_path._agreement(st, vm, vt), 5)
     if not (model / onnx_quant.ONNX_INT8_FILE).is_file():  # not chosen (the choice keeps only what it serves): build it to measure
         onnx_quant.build(load_student(model), model, [input_text(e.messages) for e in train])
-    if "onnx_int8" not in choice.get("agreement", {}) or "onnx_int8_batch_flips" not in choice:
-        st = onnx_quant.use_onnx_int8(load_student(model), model)
+    # The choice stops at the first (fastest) path that keeps fp32's agreement: score the rest here.
+    loaders = {"int8": lambda: fast_path.quantize_int8(load_student(model)),
+               "onnx": lambda: onnx_path.use_onnx(load_student(model), model),
+               "onnx_int8": lambda: onnx_quant.use_onnx_int8(load_student(model), model)}
+    agreement = choice.setdefault("agreement", {})
+    for name, load in loaders.items():
+        flips_key = f"{name}_batch_flips" if name.endswith("int8") else None  # answers that may depend on the batch
+        if name in agreement and (flips_key is None or flips_key in choice):
+            continue
+        st = load()
         with st.against_training_rows(len(train)):
-            choice.setdefault("agreement", {})["onnx_int8"] = round(fast_path._agreement(st, vm, vt), 5)
-            choice["onnx_int8_batch_flips"] = round(fast_path._batch_flips(st, vm), 5)
+            agreement[name] = round(fast_path._agreement(st, vm, vt), 5)
+            if flips_key:
+                choice[flips_key] = round(fast_path._batch_flips(st, vm), 5)
     print(f"validation agreement per path: {choice.get('agreement')}; batch flips: int8 {choice.get('int8_batch_flips')} "
           f"onnx_int8 {choice.get('onnx_int8_batch_flips')}")
     prompts = [r["messages"] for r in read_jsonl(rd.filter_kept) if r.get("split") == "holdout"][:500]

@@ -85,8 +85,7 @@ def prefect_server(tmp_path_factory, ui: bool = False):
             client_env["UI_URL"] = f"http://127.0.0.1:{port}"
         yield client_env
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc)
         conn.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
