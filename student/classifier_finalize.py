@@ -97,7 +97,8 @@ class FinalizeMixin:
         self.lexical, self.lexical_weight = None, {}
         _, targets = self._tensors(train)
         labels = {f: np.array([self.index[f][t[f]] for t in targets]) for f in self.vocab}
-        model = LexicalModel.fit([input_text(e.messages) for e in train], labels, {f: len(self.vocab[f]) for f in self.vocab})
+        model = LexicalModel.fit([input_text(e.messages) for e in train], labels, {f: len(self.vocab[f]) for f in self.vocab},
+                                 n_jobs=self._torch.get_num_threads())  # the cores training was given
         zv, lv, yv = emb
         with self.against_training_rows(len(train)):
             pv = self.field_probs(lv, zv)

@@ -130,13 +130,15 @@ def _verdict(name: str, a: float, a32: float, flips: float | None) -> str:
 
 
 def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str], time_it: bool = False,
-           n_train: int | None = None, calibration: list[list[dict]] | None = None) -> dict[str, Any]:
+           n_train: int | None = None, calibration: list[list[dict]] | None = None,
+           fp32_answers: list[str] | None = None) -> dict[str, Any]:
     """Score fp32 on (messages, targets) - the validation split, teacher answers as targets - then
     each faster path in `candidates()` order, and serve the first whose agreement is within
     MAX_DROP of fp32's (an int8 path also needs answers that do not depend on the batch:
     _batch_flips <= MAX_DROP). n_train: how many kNN memory rows are training rows (the rest are
     the val examples themselves). calibration: inputs for onnx_int8's activation ranges (default:
-    messages)."""
+    messages). fp32_answers: the saved student's own answers to `messages`, when the caller has
+    them already (the train stage scored val for the cascade: ~5 s of Banking77's train stage)."""
     from student.kinds import load_student
 
     kind = json.loads((Path(model_dir) / STUDENT_META).read_text()).get("kind")
@@ -148,10 +150,13 @@ def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str]
 
     # Every path scores the val examples against the kNN memory's training rows only
     # (ClassifierStudent.against_training_rows: otherwise a val example finds itself there).
-    fp32 = load_student(model_dir)
-    with fp32.against_training_rows(n_train):
-        a32 = round(_agreement(fp32, messages, targets), 5)
-        rates = {"fp32": _rate(fp32, messages) if time_it else None}
+    if fp32_answers is not None and not time_it:
+        a32, rates = round(sum(o == t for o, t in zip(fp32_answers, targets)) / len(targets), 5), {}
+    else:
+        fp32 = load_student(model_dir)
+        with fp32.against_training_rows(n_train):
+            a32 = round(_agreement(fp32, messages, targets), 5)
+            rates = {"fp32": _rate(fp32, messages) if time_it else None}
     out: dict[str, Any] = {"choice": "fp32", "agreement": {"fp32": a32}, "val_examples": len(messages), "max_drop": MAX_DROP}
     verdicts = []
     for name in candidates():
@@ -180,11 +185,12 @@ def record(model_dir: str | Path, choice: dict[str, Any]) -> None:
     write_json(meta_file, {**json.loads(meta_file.read_text()), "fast_path": choice})  # atomic: readers see old or new
 
 
-def select_and_record(model_dir: str | Path, val: list[Any], n_train: int | None = None, train: list[Any] | None = None) -> dict[str, Any]:
+def select_and_record(model_dir: str | Path, val: list[Any], n_train: int | None = None, train: list[Any] | None = None,
+                      fp32_answers: list[str] | None = None) -> dict[str, Any]:
     """The end-of-training step: choose on the validation examples (student.base.Example) and
     record. train: calibrate onnx_int8's activation ranges on (up to 256 of) these inputs, so the
-    split that judges the path did not also shape it."""
+    split that judges the path did not also shape it. fp32_answers: see choose()."""
     choice = choose(model_dir, [e.messages for e in val], [e.target for e in val], n_train=n_train,
-                    calibration=[e.messages for e in train] if train else None)
+                    calibration=[e.messages for e in train] if train else None, fp32_answers=fp32_answers)
     record(model_dir, choice)
     return choice

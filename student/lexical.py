@@ -50,8 +50,11 @@ class LexicalModel:
                         for v, off in ((word, 0), (char, len(word.vocabulary_)))]
 
     @classmethod
-    def fit(cls, texts: list[str], labels: dict[str, np.ndarray], n_labels: dict[str, int], seed: int = 0) -> "LexicalModel":
-        """Fit on the training rows only (the validation split then scores it, unseen)."""
+    def fit(cls, texts: list[str], labels: dict[str, np.ndarray], n_labels: dict[str, int], seed: int = 0,
+            n_jobs: int | None = None) -> "LexicalModel":
+        """Fit on the training rows only (the validation split then scores it, unseen). n_jobs:
+        threads for the one-vs-rest fits (the same weights for any n_jobs: each class's seed is
+        drawn up front; Banking77's 77 classes, 2 cores: 15.6 s on one thread, 10.5 s on two)."""
         from scipy.sparse import hstack
         from sklearn.linear_model import SGDClassifier
 
@@ -63,7 +66,7 @@ class LexicalModel:
             if np.unique(y).size < 2:
                 continue  # one label: nothing to tell apart
             # alpha 2e-5, 30 epochs: the Banking77 holdout's best of a small grid; tol None = exactly 30
-            m = SGDClassifier(loss="log_loss", alpha=2e-5, max_iter=30, tol=None, random_state=seed).fit(x, y)
+            m = SGDClassifier(loss="log_loss", alpha=2e-5, max_iter=30, tol=None, random_state=seed, n_jobs=n_jobs).fit(x, y)
             coef = m.coef_ if m.coef_.shape[0] > 1 else np.vstack([-m.coef_, m.coef_])  # binary: sklearn keeps one row
             icpt = m.intercept_ if m.intercept_.shape[0] > 1 else np.array([-m.intercept_[0], m.intercept_[0]])
             heads[f] = (m.classes_.astype(np.int64), coef.astype(np.float32), icpt.astype(np.float32))

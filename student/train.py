@@ -154,7 +154,11 @@ def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
     os.replace(tmp_dir, model_dir)  # readers never see a half-written model
     from student.fast_path import select_and_record
 
-    fast = select_and_record(model_dir, val, n_train=len(train), train=train)  # a faster path only if it agrees as well as fp32 on val (student/fast_path.py)
+    # A faster path only if it agrees as well as fp32 on val (student/fast_path.py); fp32's val
+    # answers are val_scores' when it scored every val example (a causal LM's is capped).
+    whole = len(val_scores) == len(val) and val_scores
+    fast = select_and_record(model_dir, val, n_train=len(train), train=train,
+                             fp32_answers=[r["answer"] for r in val_scores] if whole else None)
     if fast["choice"] != "fp32" and val_scores:
         # The cascade's threshold must be chosen on the confidences the server gives: int8 moves
         # them (Banking77 val: mean -0.017; at a threshold chosen on fp32 scores val coverage fell

@@ -177,10 +177,15 @@ def test_the_train_stage_writes_the_validation_scores_the_eval_reads(tmp_path):
     assert m["calibration"]["fitted_on"] == "validation"
     # scored on the path the server runs (int8 moves confidences), against the training rows only
     assert m["served"] == "onnx_int8"  # the tiny model's static int8 agrees as well as fp32 on val
+    from student import load_student
     from student.fast_path import load_served
 
     train, val = split_validation([Example(r["id"], r["messages"], r["response"]) for r in kept if r["split"] == "train"], 0.3)
     served = calibrate_and_score(load_served(rd.model_dir), val, len(train))
+    # the choice's fp32 reference came from the stage's own val answers: the saved fp32 agrees
+    fp32 = calibrate_and_score(load_student(rd.model_dir), val, len(train))
+    recorded = json.loads((rd.model_dir / "student.json").read_text())["fast_path"]["agreement"]["fp32"]
+    assert recorded == round(sum(r["answer"] == e.target for r, e in zip(fp32, val)) / len(val), 5)
     assert [r["confidence"] for r in rows] == [r["confidence"] for r in served] and [r["id"] for r in rows] == [e.id for e in val]
     res = attach_cascade(CascadeConfig(enabled=True, max_teacher_share=0.5), rd, skeleton(), kept[-6:], [None] * 6, samples=100)
     assert "train stage" in res["val"]["source"] and res["val"]["n"] == len(rows)

@@ -99,6 +99,10 @@ def test_val_examples_are_scored_against_the_training_rows_only(saved, tmp_path,
     monkeypatch.setattr(ClassifierStudent, "against_training_rows", spy)
     fast_path.choose(model_dir, [e.messages for e in ex], [e.target for e in ex], n_train=7)
     assert seen == [7, 7]  # fp32 and the first candidate, which won
+    # fp32's answers from the caller (the train stage scored val already): fp32 is not scored again
+    seen.clear()
+    wrong = fast_path.choose(model_dir, [e.messages for e in ex], [e.target for e in ex], n_train=7, fp32_answers=["no"] * len(ex))
+    assert seen == [7] and wrong["agreement"]["fp32"] == 0.0
 
 
 def test_int8_choice_records_that_answers_do_not_depend_on_the_batch(saved, tmp_path, monkeypatch):

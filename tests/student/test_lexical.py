@@ -38,6 +38,12 @@ def test_probabilities_are_sklearns_and_survive_a_save(tmp_path):
     assert np.allclose(LexicalModel.load(tmp_path).probs(texts[:20])["intent"], p, atol=1e-6)
 
 
+def test_threads_do_not_change_the_weights():
+    texts, y = _data(120)
+    one, two = (LexicalModel.fit(texts, {"intent": y}, {"intent": 3}, n_jobs=n) for n in (1, 2))
+    assert all(np.array_equal(a, b) for a, b in zip(one.heads["intent"], two.heads["intent"]))
+
+
 def test_binary_field_and_single_label_field():
     texts, y = _data(60)
     m = LexicalModel.fit(texts, {"two": (y == 0).astype(int), "one": np.zeros(60, int)}, {"two": 2, "one": 1})
