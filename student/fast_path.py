@@ -83,8 +83,11 @@ def load_served(model_dir: str | Path) -> Any:
 
 
 def _agreement(student: Any, messages: list[list[dict]], targets: list[str]) -> float:
-    outs = student.predict(messages)
-    return sum(o == t for o, t in zip(outs, targets)) / len(targets)
+    return _share_equal(student.predict(messages), targets)
+
+
+def _share_equal(answers: list[str], targets: list[str]) -> float:
+    return sum(o == t for o, t in zip(answers, targets)) / len(targets)
 
 
 def _batch_flips(student: Any, messages: list[list[dict]], n: int = 256) -> float:
@@ -151,7 +154,7 @@ def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str]
     # Every path scores the val examples against the kNN memory's training rows only
     # (ClassifierStudent.against_training_rows: otherwise a val example finds itself there).
     if fp32_answers is not None and not time_it:
-        a32, rates = round(sum(o == t for o, t in zip(fp32_answers, targets)) / len(targets), 5), {}
+        a32, rates = round(_share_equal(fp32_answers, targets), 5), {}
     else:
         fp32 = load_student(model_dir)
         with fp32.against_training_rows(n_train):

@@ -156,7 +156,7 @@ def run_train(cfg: AnyStudentConfig, rd: RunDir) -> dict:
 
     # A faster path only if it agrees as well as fp32 on val (student/fast_path.py); fp32's val
     # answers are val_scores' when it scored every val example (a causal LM's is capped).
-    whole = len(val_scores) == len(val) and val_scores
+    whole = bool(val_scores) and len(val_scores) == len(val)
     fast = select_and_record(model_dir, val, n_train=len(train), train=train,
                              fp32_answers=[r["answer"] for r in val_scores] if whole else None)
     if fast["choice"] != "fp32" and val_scores:
