@@ -110,19 +110,15 @@ def main() -> int:
     if not (model / onnx_quant.ONNX_INT8_FILE).is_file():  # not chosen (the choice keeps only what it serves): build it to measure
         onnx_quant.build(load_student(model), model, [input_text(e.messages) for e in train])
     # The choice stops at the first (fastest) path that keeps fp32's agreement: score the rest here.
-    loaders = {"int8": lambda: fast_path.quantize_int8(load_student(model)),
-               "onnx": lambda: onnx_path.use_onnx(load_student(model), model),
-               "onnx_int8": lambda: onnx_quant.use_onnx_int8(load_student(model), model)}
     agreement = choice.setdefault("agreement", {})
-    for name, load in loaders.items():
+    for name in ("int8", "onnx", "onnx_int8"):
         flips_key = f"{name}_batch_flips" if name.endswith("int8") else None  # answers that may depend on the batch
         if name in agreement and (flips_key is None or flips_key in choice):
             continue
-        st = load()
-        with st.against_training_rows(len(train)):
-            agreement[name] = round(fast_path._agreement(st, vm, vt), 5)
-            if flips_key:
-                choice[flips_key] = round(fast_path._batch_flips(st, vm), 5)
+        a, flips, _ = fast_path.score_path(name, model, vm, vt, len(train), [e.messages for e in train])
+        agreement[name] = round(a, 5)
+        if flips_key:
+            choice[flips_key] = round(flips, 5)
     print(f"validation agreement per path: {choice.get('agreement')}; batch flips: int8 {choice.get('int8_batch_flips')} "
           f"onnx_int8 {choice.get('onnx_int8_batch_flips')}")
     prompts = [r["messages"] for r in read_jsonl(rd.filter_kept) if r.get("split") == "holdout"][:500]

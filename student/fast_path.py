@@ -132,6 +132,21 @@ def _verdict(name: str, a: float, a32: float, flips: float | None) -> str:
     return v
 
 
+def score_path(name: str, model_dir: str | Path, messages: list[list[dict]], targets: list[str], n_train: int | None,
+               calibration: list[list[dict]], time_it: bool = False) -> tuple[float, float | None, float | None]:
+    """(agreement, batch flips - int8 paths only -, predictions/s when time_it) of the saved
+    student on path `name` ("int8", or an ONNX path built by onnx_choice.candidate from the
+    `calibration` inputs), the val examples scored against the kNN memory's training rows only
+    (ClassifierStudent.against_training_rows: otherwise a val example finds itself there)."""
+    from student.kinds import load_student
+    from student.onnx_choice import candidate
+
+    st = quantize_int8(load_student(model_dir)) if name == "int8" else candidate(name, model_dir, calibration)
+    with st.against_training_rows(n_train):
+        return (_agreement(st, messages, targets), _batch_flips(st, messages) if name.endswith("int8") else None,
+                _rate(st, messages) if time_it else None)
+
+
 def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str], time_it: bool = False,
            n_train: int | None = None, calibration: list[list[dict]] | None = None,
            fp32_answers: list[str] | None = None) -> dict[str, Any]:
@@ -149,10 +164,8 @@ def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str]
         return {"choice": "fp32", "reason": f"no fast path for kind {kind!r}"}
     if not messages:
         return {"choice": "fp32", "reason": "no validation examples to compare on"}
-    from student.onnx_choice import candidate, keep_only
+    from student.onnx_choice import keep_only
 
-    # Every path scores the val examples against the kNN memory's training rows only
-    # (ClassifierStudent.against_training_rows: otherwise a val example finds itself there).
     if fp32_answers is not None and not time_it:
         a32, rates = round(_share_equal(fp32_answers, targets), 5), {}
     else:
@@ -163,11 +176,7 @@ def choose(model_dir: str | Path, messages: list[list[dict]], targets: list[str]
     out: dict[str, Any] = {"choice": "fp32", "agreement": {"fp32": a32}, "val_examples": len(messages), "max_drop": MAX_DROP}
     verdicts = []
     for name in candidates():
-        st = quantize_int8(load_student(model_dir)) if name == "int8" else candidate(name, model_dir, calibration or messages)
-        with st.against_training_rows(n_train):
-            a = _agreement(st, messages, targets)
-            flips = _batch_flips(st, messages) if name.endswith("int8") else None
-            rates[name] = _rate(st, messages) if time_it else None
+        a, flips, rates[name] = score_path(name, model_dir, messages, targets, n_train, calibration or messages, time_it)
         out["agreement"][name] = round(a, 5)
         if flips is not None:
             out[f"{name}_batch_flips"] = round(flips, 5)
